@@ -1,0 +1,84 @@
+"""The package's exceptions.
+
+Every error panns_infer raises on purpose derives from :class:`PannsError`, so one
+``except PannsError`` catches them all. Each specific error also derives from the builtin
+exception a user would already catch for that kind of failure (``ValueError`` for a bad
+value, ``OSError`` for a file or download problem, ...), so existing handlers keep working.
+
+>>> from panns_infer.errors import PannsError, UnknownModelError
+>>> issubclass(UnknownModelError, ValueError) and issubclass(UnknownModelError, PannsError)
+True
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "PannsError",
+    "UnknownModelError",
+    "CheckpointError",
+    "UnsafeCheckpointError",
+    "ArchitectureError",
+    "AudioDecodeError",
+    "InvalidAudioError",
+    "LabelsError",
+    "DownloadError",
+    "ChecksumError",
+    "OfflineError",
+    "DeviceError",
+    "UnsupportedOperationError",
+]
+
+
+class PannsError(Exception):
+    """Base class of every error raised by panns_infer."""
+
+
+class UnknownModelError(PannsError, ValueError):
+    """A checkpoint or architecture name that the registry does not know."""
+
+
+class CheckpointError(PannsError, ValueError):
+    """A checkpoint file that cannot be read or does not match its architecture."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint whose unpickling would need more than plain tensors and numpy arrays.
+
+    Such a file could run arbitrary code when loaded; it is refused and never executed.
+    """
+
+
+class ArchitectureError(CheckpointError):
+    """A state dict that matches no supported architecture, or not the one requested."""
+
+
+class AudioDecodeError(PannsError, OSError):
+    """An audio file that is missing, unreadable or not audio."""
+
+
+class InvalidAudioError(PannsError, ValueError):
+    """An audio array or tensor with an unusable shape, type, rate or content."""
+
+
+class LabelsError(PannsError, ValueError):
+    """A class-label list that is missing or malformed."""
+
+
+class DownloadError(PannsError, OSError):
+    """A download that failed after its retries (HTTP error, connection, timeout)."""
+
+
+class ChecksumError(DownloadError):
+    """A downloaded or cached file whose size or hash differs from the published one."""
+
+
+class OfflineError(PannsError, ConnectionError):
+    """A file is needed from the network, but offline mode is on."""
+
+
+class DeviceError(PannsError, RuntimeError):
+    """A requested device (e.g. ``"cuda:1"``) that this machine does not have."""
+
+
+class UnsupportedOperationError(PannsError, TypeError):
+    """An operation the loaded checkpoint cannot do (e.g. framewise output from a clip-level model)."""

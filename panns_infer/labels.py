@@ -1,0 +1,96 @@
+"""Class labels: reading and checking an AudioSet-format label CSV.
+
+The AudioSet list is a CSV with the header ``index,mid,display_name`` and one row per class,
+indices 0..N-1 in order. A downloaded copy is verified by this structure, not by its bytes
+(hosted copies differ in line endings).
+
+>>> import io
+>>> parse_labels_csv(io.StringIO('index,mid,display_name\\n0,/m/09x0r,"Speech"\\n1,/m/05zppz,"Male speech, man speaking"\\n'), expected=2)
+['Speech', 'Male speech, man speaking']
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import Optional, Sequence, TextIO, Union
+
+from .errors import LabelsError
+
+__all__ = ["AUDIOSET_CLASSES", "parse_labels_csv", "read_labels_csv", "check_labels"]
+
+AUDIOSET_CLASSES = 527
+_HEADER = ["index", "mid", "display_name"]
+
+
+def parse_labels_csv(stream: TextIO, *, expected: Optional[int] = AUDIOSET_CLASSES,
+                     source: str = "labels CSV") -> list[str]:
+    """Parse an AudioSet-format label CSV and check its structure.
+
+    Args:
+        stream: text stream of the CSV.
+        expected: required number of rows (527 for AudioSet); ``None`` accepts any count.
+        source: a name for the stream used in error messages.
+
+    Returns:
+        The display names, in index order.
+
+    Raises:
+        LabelsError: wrong header, non-consecutive indices, duplicate mids, wrong row count.
+    """
+    reader = csv.reader(stream)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise LabelsError(f"{source} is empty; expected the header {','.join(_HEADER)!r}") from None
+    except csv.Error as exc:
+        raise LabelsError(f"{source} is not a readable CSV: {exc}") from None
+    if [h.strip().lstrip("\ufeff") for h in header] != _HEADER:
+        raise LabelsError(f"{source} has header {header!r}; expected {_HEADER!r} (AudioSet format)")
+    names: list[str] = []
+    mids: set[str] = set()
+    try:
+        for lineno, row in enumerate(reader, start=2):
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            if len(row) != 3:
+                raise LabelsError(f"{source}, line {lineno}: expected 3 fields, got {len(row)}: {row!r}")
+            index, mid, name = (cell.strip() for cell in row)
+            if index != str(len(names)):
+                raise LabelsError(f"{source}, line {lineno}: index {index!r}, expected {len(names)}")
+            if mid in mids:
+                raise LabelsError(f"{source}, line {lineno}: duplicate mid {mid!r}")
+            mids.add(mid)
+            names.append(name)
+    except csv.Error as exc:
+        raise LabelsError(f"{source} is not a readable CSV: {exc}") from None
+    if expected is not None and len(names) != expected:
+        raise LabelsError(f"{source} has {len(names)} classes; expected {expected}")
+    return names
+
+
+def read_labels_csv(path: Union[str, os.PathLike], *, expected: Optional[int] = AUDIOSET_CLASSES) -> list[str]:
+    """Read and check a label CSV file (see :func:`parse_labels_csv`).
+
+    Raises:
+        LabelsError: the file is missing, undecodable or malformed.
+    """
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        raise LabelsError(f"cannot read labels file {str(path)!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise LabelsError(f"labels file {str(path)!r} is not UTF-8 text") from None
+    return parse_labels_csv(io.StringIO(text, newline=""), expected=expected, source=repr(str(path)))
+
+
+def check_labels(labels: Sequence[str], classes: int) -> list[str]:
+    """Check a user-given list of class names against the model's class count."""
+    if isinstance(labels, (str, bytes)) or not all(isinstance(x, str) for x in labels):
+        raise LabelsError("labels must be a list of strings (or a path to a label CSV)")
+    if len(labels) != classes:
+        raise LabelsError(f"{len(labels)} labels given, but the model has {classes} classes")
+    return list(labels)
