@@ -1,0 +1,45 @@
+"""The PANNs networks, one module per family, and a builder keyed by architecture name.
+
+>>> model = build_model("Cnn10")
+>>> model.arch, model.sample_rate, model.embedding_size, model.min_samples
+('Cnn10', 32000, 512, 4800)
+>>> "Cnn14_DecisionLevelMax" in list_architectures()
+True
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ..errors import UnknownModelError
+from .blocks import PannsModel
+from .cnn import CNN_CONFIGS, Cnn
+from .wavegram import WavegramCnn14
+
+__all__ = ["PannsModel", "build_model", "list_architectures", "ARCHITECTURES"]
+
+ARCHITECTURES: dict[str, Callable[[int], PannsModel]] = {}
+for _name in CNN_CONFIGS:
+    ARCHITECTURES[_name] = lambda classes, _name=_name: Cnn(_name, classes)
+for _name in ("Wavegram_Cnn14", "Wavegram_Logmel_Cnn14"):
+    ARCHITECTURES[_name] = lambda classes, _name=_name: WavegramCnn14(_name, classes)
+
+
+def list_architectures() -> list[str]:
+    """Names of every architecture this package can build."""
+    return list(ARCHITECTURES)
+
+
+def build_model(arch: str, classes: int = 527) -> PannsModel:
+    """Build an (untrained) network by architecture name, in eval mode.
+
+    Raises:
+        UnknownModelError: ``arch`` is not a supported architecture.
+    """
+    try:
+        builder = ARCHITECTURES[arch]
+    except KeyError:
+        raise UnknownModelError(
+            f"Supported architectures are ({', '.join(ARCHITECTURES)}). Found: {arch!r}"
+        ) from None
+    return builder(classes).eval()
