@@ -15,7 +15,9 @@ from __future__ import annotations
 __all__ = [
     "PannsError",
     "UnknownModelError",
+    "InvalidArgumentError",
     "CheckpointError",
+    "CheckpointNotFoundError",
     "UnsafeCheckpointError",
     "ArchitectureError",
     "AudioDecodeError",
@@ -37,8 +39,16 @@ class UnknownModelError(PannsError, ValueError):
     """A checkpoint or architecture name that the registry does not know."""
 
 
+class InvalidArgumentError(PannsError, ValueError):
+    """An option with a value outside what it accepts (e.g. ``top_k=-1``)."""
+
+
 class CheckpointError(PannsError, ValueError):
     """A checkpoint file that cannot be read or does not match its architecture."""
+
+
+class CheckpointNotFoundError(PannsError, FileNotFoundError):
+    """A checkpoint path that does not exist or is not a file."""
 
 
 class UnsafeCheckpointError(CheckpointError):

@@ -1,0 +1,260 @@
+"""Safe checkpoint loading and architecture detection.
+
+Checkpoints are read with ``torch.load(weights_only=True)``: the unpickler only builds
+tensors, plain containers, and the few numpy objects that the released files carry (the
+training sampler's arrays, pickled under numpy 1.x names). A file that needs anything else
+is refused with :class:`~panns_infer.errors.UnsafeCheckpointError` before any of its code
+can run.
+
+Accepted layouts: ``{"model": state_dict, ...}`` (the released files, with ``iteration`` and
+``sampler`` beside it), ``{"model": state_dict}``, a bare state dict; keys may carry a
+``module.`` prefix (saved from ``DataParallel``). Half-precision weights are converted to
+float32 (the networks run in float32; a warning is logged).
+
+>>> detect_architecture({"pre_conv0.weight": None, "logmel_extractor.melW": None})
+'Wavegram_Logmel_Cnn14'
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+
+from .errors import ArchitectureError, CheckpointError, CheckpointNotFoundError, UnsafeCheckpointError
+from .models import PannsModel, build_model, list_architectures
+
+__all__ = ["read_state_dict", "detect_architecture", "load_model", "verify_checkpoint_file"]
+
+log = logging.getLogger("panns_infer")
+
+PathLike = Union[str, os.PathLike]
+
+
+def _numpy_globals() -> list:
+    """The numpy objects a released checkpoint's pickle refers to, and nothing else."""
+    try:
+        from numpy._core import multiarray  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core import multiarray
+    allowed: list = [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype]
+    # Files written under numpy 1.x name the functions by their old module path.
+    allowed += [(multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
+                (multiarray.scalar, "numpy.core.multiarray.scalar")]
+    # numpy >= 1.25 pickles a dtype through its class (numpy.dtypes.Int64DType, ...).
+    for code in "?bhilqBHILQefdgFDG":
+        allowed.append(type(np.dtype(code)))
+    return allowed
+
+
+def _torch_load(path: Path) -> object:
+    with torch.serialization.safe_globals(_numpy_globals()):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):  # legacy (pre-zip) files cannot be memory-mapped
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _unwrap(obj: object, source: str) -> dict[str, torch.Tensor]:
+    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
+        obj = obj["model"]
+    if not isinstance(obj, Mapping) or not obj:
+        raise CheckpointError(
+            f"{source} holds {type(obj).__name__}, not a state dict: expected {{'model': state_dict}} "
+            "or a bare state dict of tensors"
+        )
+    bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{source}: entries that are not named tensors: {bad[:5]!r}")
+    state = dict(obj)
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    for key, value in state.items():
+        if value.is_floating_point() and value.dtype != torch.float32:
+            log.warning("%s: %s is %s; converting to float32", source, key, value.dtype)
+            state[key] = value.float()
+    return state
+
+
+def read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file safely and return its state dict (any accepted layout).
+
+    Raises:
+        CheckpointNotFoundError: no file at ``path``.
+        UnsafeCheckpointError: the pickle needs objects beyond tensors and numpy arrays.
+        CheckpointError: the file is truncated, corrupt, or holds no state dict.
+    """
+    path = Path(path)
+    source = repr(str(path))
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise CheckpointNotFoundError(f"checkpoint {source} {what}; pass a .pth file, a registry name "
+                                      "(see panns_infer.list_models()) or an http(s) URL")
+    try:
+        obj = _torch_load(path)
+    except pickle.UnpicklingError as exc:
+        detail = _unpickling_detail(str(exc))
+        if "GLOBAL" in detail:
+            raise UnsafeCheckpointError(
+                f"{source} was refused: unpickling it needs objects other than tensors and numpy "
+                f"arrays, which could run code; nothing from it was executed ({detail}). "
+                "Only load checkpoints from sources you trust, saved as plain state dicts."
+            ) from None
+        raise CheckpointError(f"{source} is not a readable PyTorch checkpoint ({detail}); "
+                              "it may be truncated or corrupt: download it again") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, IndexError,
+            TypeError, AttributeError, MemoryError) as exc:
+        raise CheckpointError(f"{source} is not a readable PyTorch checkpoint ({_first_line(exc)}); "
+                              "it may be truncated or corrupt: download it again") from None
+    return _unwrap(obj, source)
+
+
+def _unpickling_detail(text: str) -> str:
+    """The informative line of torch's weights-only error (which global, which opcode)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in lines:
+        if "GLOBAL" in line or line.startswith("Unsupported"):
+            return line
+    return lines[0][:200] if lines else "unpickling failed"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
+
+
+def detect_architecture(state: Mapping[str, object], *, filename: Optional[str] = None) -> str:
+    """Name the architecture of a state dict from its keys and shapes (ARCHITECTURES.md 5).
+
+    Cnn14 and Cnn14_DecisionLevelMax have identical keys and shapes; the file name decides
+    (a name containing ``DecisionLevelMax`` means the latter), else Cnn14 is assumed.
+
+    Raises:
+        ArchitectureError: no supported architecture has these keys.
+    """
+
+    def has(key: str) -> bool:
+        return key in state
+
+    def has_prefix(prefix: str) -> bool:
+        return any(k.startswith(prefix) for k in state)
+
+    def shape(key: str) -> Optional[tuple]:
+        value = state.get(key)
+        return tuple(value.shape) if isinstance(value, torch.Tensor) else None
+
+    if has("pre_conv0.weight"):
+        return "Wavegram_Logmel_Cnn14" if has("logmel_extractor.melW") else "Wavegram_Cnn14"
+    if has("att_block.att.weight"):
+        return "Cnn14_DecisionLevelAtt"
+    if has_prefix("resnet.layer5."):
+        return "Res1dNet51" if has_prefix("resnet.layer2.2.") else "Res1dNet31"
+    if has("resnet.layer1.0.conv3.weight"):
+        return "ResNet54"
+    if shape("resnet.layer1.0.conv1.weight") == (64, 64, 3, 3):
+        return "ResNet38" if has_prefix("resnet.layer2.2.") else "ResNet22"
+    if has("features.1.conv.0.weight"):
+        return "MobileNetV2"
+    if has("features.13.4.weight"):
+        return "MobileNetV1"
+    if shape("conv0.weight") == (64, 1, 80):
+        return "DaiNet19"
+    if has_prefix("conv_block9."):
+        return "LeeNet24" if has("conv_block9.conv2.weight") else "LeeNet11"
+    if shape("conv_block1.conv1.weight") == (64, 1, 5, 5):
+        return "Cnn6"
+    if has("conv_block4.conv2.weight") and not has_prefix("conv_block5."):
+        return "Cnn10"
+    if has_prefix("conv_block6.") and has("fc1.weight"):
+        width = shape("fc1.weight")
+        if width is not None and width[1:] == (2048,):
+            if width[0] in (512, 128, 32):
+                return f"Cnn14_emb{width[0]}"
+            if width[0] == 2048:
+                if shape("logmel_extractor.melW") == (257, 64):
+                    return "Cnn14_16k"
+                if filename and "decisionlevelmax" in Path(filename).name.lower():
+                    return "Cnn14_DecisionLevelMax"
+                return "Cnn14"
+    sample = ", ".join(list(state)[:6])
+    raise ArchitectureError(
+        f"the state dict ({len(state)} keys, starting {sample}) matches no supported architecture. "
+        f"Supported: {', '.join(list_architectures())}. If it is one of them, pass arch=."
+    )
+
+
+def _strict_load(model: PannsModel, state: Mapping[str, torch.Tensor], source: str,
+                 detected: Optional[str]) -> None:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})"
+             for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing key(s), e.g. {missing[:3]}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[:3]}")
+        if wrong:
+            parts.append(f"{len(wrong)} wrong shape(s), e.g. {wrong[:3]}")
+        hint = f" The file looks like {detected}." if detected and detected != model.arch else ""
+        raise ArchitectureError(f"{source} does not match architecture {model.arch}: "
+                                f"{'; '.join(parts)}.{hint}")
+    model.load_state_dict(state, strict=True)
+
+
+def load_model(checkpoint: Union[PathLike, Mapping[str, torch.Tensor]], *, arch: Optional[str] = None,
+               filename: Optional[str] = None) -> PannsModel:
+    """Load a checkpoint file (or an in-memory state dict) into its network, in eval mode.
+
+    Args:
+        checkpoint: path to a ``.pth`` file, or a state dict.
+        arch: architecture name; detected from the state dict when ``None``.
+        filename: a file name to help detection (Cnn14 vs Cnn14_DecisionLevelMax) when
+            ``checkpoint`` is a state dict or a cache path whose name is not telling.
+
+    Raises:
+        CheckpointError: (or a subclass) the file is unsafe, unreadable, or does not match.
+
+    >>> state = build_model("Cnn6").state_dict()
+    >>> load_model(state).arch
+    'Cnn6'
+    """
+    if isinstance(checkpoint, Mapping):
+        state, source = _unwrap(checkpoint, "state dict"), "the state dict"
+    else:
+        state, source = read_state_dict(checkpoint), repr(str(checkpoint))
+        filename = filename or Path(checkpoint).name
+    detected: Optional[str]
+    try:
+        detected = detect_architecture(state, filename=filename)
+    except ArchitectureError:
+        if arch is None:
+            raise
+        detected = None
+    model = build_model(arch or detected)
+    if hasattr(model, "logmel_extractor"):
+        from .frontend import check_frontend_tensors
+
+        check_frontend_tensors(state, model.frontend_config, source=source)
+    _strict_load(model, state, source, detected)
+    return model.eval()
+
+
+def verify_checkpoint_file(path: PathLike, *, arch: str) -> None:
+    """Check that ``path`` is a safe, complete checkpoint of ``arch`` (used for unpinned downloads).
+
+    Raises:
+        CheckpointError: (or a subclass) otherwise.
+    """
+    load_model(path, arch=arch)
