@@ -37,6 +37,9 @@ log = logging.getLogger("panns_infer")
 
 PathLike = Union[str, os.PathLike]
 
+_FRONTEND_KEYS = ("spectrogram_extractor.stft.conv_real.weight", "spectrogram_extractor.stft.conv_imag.weight",
+                  "logmel_extractor.melW")
+
 
 def _numpy_globals() -> list:
     """The numpy objects a released checkpoint's pickle refers to, and nothing else."""
@@ -64,7 +67,8 @@ def _torch_load(path: Path) -> object:
             return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _unwrap(obj: object, source: str) -> dict[str, torch.Tensor]:
+def _unwrap(obj: object, source: str) -> tuple[dict[str, torch.Tensor], bool]:
+    """The state dict inside ``obj`` in float32, and whether it held reduced-precision floats."""
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         obj = obj["model"]
     if not isinstance(obj, Mapping) or not obj:
@@ -78,22 +82,26 @@ def _unwrap(obj: object, source: str) -> dict[str, torch.Tensor]:
     state = dict(obj)
     if all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
-    for key, value in state.items():
-        if value.is_floating_point() and value.dtype != torch.float32:
-            log.warning("%s: %s is %s; converting to float32", source, key, value.dtype)
-            state[key] = value.float()
-    return state
+    reduced = sorted({str(v.dtype) for v in state.values() if v.is_floating_point() and v.dtype != torch.float32})
+    if reduced:
+        log.warning("%s holds %s weights; converting them to float32 (outputs will differ from the "
+                    "float32 original by the rounding already in the file)", source, "/".join(reduced))
+        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    return state, bool(reduced)
 
 
 def read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
-    """Read a checkpoint file safely and return its state dict (any accepted layout).
+    """Read a checkpoint file safely and return its state dict (any accepted layout), in float32.
 
     Raises:
         CheckpointNotFoundError: no file at ``path``.
         UnsafeCheckpointError: the pickle needs objects beyond tensors and numpy arrays.
         CheckpointError: the file is truncated, corrupt, or holds no state dict.
     """
-    path = Path(path)
+    return _read(Path(path))[0]
+
+
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
     source = repr(str(path))
     if not path.is_file():
         what = "is a directory" if path.is_dir() else "does not exist"
@@ -231,9 +239,9 @@ def load_model(checkpoint: Union[PathLike, Mapping[str, torch.Tensor]], *, arch:
     'Cnn6'
     """
     if isinstance(checkpoint, Mapping):
-        state, source = _unwrap(checkpoint, "state dict"), "the state dict"
+        (state, reduced), source = _unwrap(checkpoint, "state dict"), "the state dict"
     else:
-        state, source = read_state_dict(checkpoint), repr(str(checkpoint))
+        (state, reduced), source = _read(Path(checkpoint)), repr(str(checkpoint))
         filename = filename or Path(checkpoint).name
     detected: Optional[str]
     try:
@@ -246,7 +254,10 @@ def load_model(checkpoint: Union[PathLike, Mapping[str, torch.Tensor]], *, arch:
     if hasattr(model, "logmel_extractor"):
         from .frontend import check_frontend_tensors
 
-        check_frontend_tensors(state, model.frontend_config, source=source)
+        check_frontend_tensors(state, model.frontend_config, source=source, reduced_precision=reduced)
+        if reduced:  # fixed functions of the configuration: use exact float32 values, not rounded ones
+            exact = model.state_dict()
+            state.update({k: exact[k] for k in _FRONTEND_KEYS if k in state})
     _strict_load(model, state, source, detected)
     return model.eval()
 

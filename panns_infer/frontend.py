@@ -173,18 +173,23 @@ class LogmelFilterBank(nn.Module):
         return 10.0 * torch.log10(torch.clamp(mel, min=AMIN))
 
 
-def check_frontend_tensors(state: dict, cfg: FrontEndConfig, *, source: str = "checkpoint") -> None:
+def check_frontend_tensors(state: dict, cfg: FrontEndConfig, *, source: str = "checkpoint",
+                           reduced_precision: bool = False) -> None:
     """Compare a state dict's front-end matrices with the ones ``cfg`` gives.
+
+    With ``reduced_precision`` (the file stored float16/bfloat16 weights) the comparison
+    allows that rounding (relative 1e-2); a different configuration still differs by far more.
 
     Raises:
         CheckpointError: when a matrix differs (beyond float32 rounding), which means the
             checkpoint was trained with another sample rate, FFT size or mel setting.
     """
+    rtol = 1e-2 if reduced_precision else 0.0
     mel = state.get("logmel_extractor.melW")
     if mel is not None:
         ours = mel_filterbank(cfg)
         theirs = mel.detach().cpu().float().numpy()
-        if theirs.shape != ours.shape or not np.allclose(theirs, ours, rtol=0, atol=1e-6):
+        if theirs.shape != ours.shape or not np.allclose(theirs, ours, rtol=rtol, atol=1e-6):
             raise CheckpointError(
                 f"{source}: its mel filter bank (logmel_extractor.melW, shape {tuple(theirs.shape)}) "
                 f"does not match the {cfg.sample_rate} Hz configuration {cfg} (shape {ours.shape}). "
@@ -194,7 +199,7 @@ def check_frontend_tensors(state: dict, cfg: FrontEndConfig, *, source: str = "c
     if real is not None:
         ours_real, _ = stft_kernels(cfg)
         theirs = real.detach().cpu().float().numpy()
-        if theirs.shape != ours_real.shape or not np.allclose(theirs, ours_real, rtol=0, atol=1e-5):
+        if theirs.shape != ours_real.shape or not np.allclose(theirs, ours_real, rtol=rtol, atol=1e-5):
             raise CheckpointError(
                 f"{source}: its STFT kernels (spectrogram_extractor.stft.conv_real.weight, shape "
                 f"{tuple(theirs.shape)}) are not a periodic-Hann DFT of size {cfg.window_size}."

@@ -1,0 +1,88 @@
+"""Shared pytest fixtures: an isolated cache for every test, and a loopback HTTP server."""
+
+from __future__ import annotations
+
+import pytest
+
+from http_server import LoopbackServer
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Point PANNS_INFER_CACHE at a fresh folder and clear the offline and mirror variables,
+    so that no test reads or writes the user's real cache or depends on their environment."""
+    monkeypatch.setenv("PANNS_INFER_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.delenv("PANNS_INFER_OFFLINE", raising=False)
+    monkeypatch.delenv("PANNS_INFER_MIRROR", raising=False)
+
+
+@pytest.fixture
+def loopback_server():
+    """A running :class:`http_server.LoopbackServer` on 127.0.0.1; add files with ``serve()``."""
+    with LoopbackServer() as server:
+        yield server
+
+
+# --- parity fixtures from ../shared -------------------------------------------------------
+
+import json  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+HAVE_FIXTURES = (FIXTURES / "make_checkpoint.py").is_file()
+requires_fixtures = pytest.mark.skipif(
+    not HAVE_FIXTURES,
+    reason=f"parity fixtures not found at {FIXTURES} (the ../shared folder beside the checkout); "
+           "they hold the checkpoints' specs and the reference outputs",
+)
+
+
+def make_checkpoint_module():
+    """The fixtures' ``make_checkpoint`` module (skips the test when ../shared is absent)."""
+    if not HAVE_FIXTURES:
+        pytest.skip(f"parity fixtures not found at {FIXTURES}")
+    if str(FIXTURES) not in sys.path:
+        sys.path.insert(0, str(FIXTURES))
+    import make_checkpoint
+
+    return make_checkpoint
+
+
+def load_goldens(arch: str):
+    """(cases json, outputs npz, waveforms npz) of an architecture's reference outputs."""
+    info = json.loads((FIXTURES / "goldens" / f"{arch}.json").read_text())
+    outputs = dict(np.load(FIXTURES / "goldens" / f"{arch}.npz"))
+    waves = dict(np.load(FIXTURES / "goldens" / info["waveforms"]))
+    return info, outputs, waves
+
+
+@pytest.fixture(scope="session")
+def labels_csv() -> Path:
+    if not HAVE_FIXTURES:
+        pytest.skip(f"parity fixtures not found at {FIXTURES}")
+    return FIXTURES / "class_labels_indices.csv"
+
+
+@pytest.fixture(scope="session")
+def fixture_checkpoint(tmp_path_factory):
+    """``fixture_checkpoint(arch, layout="zenodo", name=None) -> Path``: a deterministic
+    checkpoint in the released format, built once per session and deleted afterwards."""
+    folder = tmp_path_factory.mktemp("checkpoints")
+    built: dict = {}
+
+    def build(arch: str, layout: str = "zenodo", name: str = None) -> Path:
+        key = (arch, layout, name)
+        if key not in built:
+            mc = make_checkpoint_module()
+            _, state = mc.build_state_dict(arch)
+            path = folder / (name or f"{arch}_{layout}.pth")
+            mc.save(state, path, layout)
+            built[key] = path
+        return built[key]
+
+    yield build
+    for path in built.values():
+        path.unlink(missing_ok=True)

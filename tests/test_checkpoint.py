@@ -1,0 +1,171 @@
+"""Checkpoint loading: layouts, detection, strict matching, and refusing unsafe files."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+
+import pytest
+import torch
+
+from conftest import FIXTURES, HAVE_FIXTURES, make_checkpoint_module, requires_fixtures
+from panns_infer.checkpoint import detect_architecture, load_model, read_state_dict
+from panns_infer.errors import (ArchitectureError, CheckpointError, CheckpointNotFoundError, PannsError,
+                                UnsafeCheckpointError)
+from panns_infer.models import build_model, list_architectures
+from panns_infer.registry import CHECKPOINTS
+
+
+def _spec_archs() -> list[str]:
+    if not HAVE_FIXTURES:
+        return ["(fixtures absent)"]
+    return sorted(p.stem for p in (FIXTURES / "specs").glob("*.json"))
+
+
+def _meta_state(arch: str) -> dict:
+    spec = json.loads((FIXTURES / "specs" / f"{arch}.json").read_text())
+    return {k["name"]: torch.empty(k["shape"], device="meta") for k in spec["keys"]}
+
+
+@requires_fixtures
+@pytest.mark.parametrize("arch", _spec_archs())
+def test_every_fixture_spec_is_detected_and_matches_our_network(arch):
+    state = _meta_state(arch)
+    assert detect_architecture(state, filename=CHECKPOINTS[arch].filename) == arch
+    with torch.device("meta"):
+        ours = build_model(arch).state_dict()
+    assert list(ours) == list(state) or set(ours) == set(state)
+    assert {k: tuple(v.shape) for k, v in ours.items()} == {k: tuple(v.shape) for k, v in state.items()}
+
+
+@requires_fixtures
+def test_every_supported_architecture_has_a_spec():
+    assert set(list_architectures()) == set(_spec_archs())
+
+
+@requires_fixtures
+def test_decision_level_max_needs_its_name():
+    state = _meta_state("Cnn14_DecisionLevelMax")
+    assert detect_architecture(state) == "Cnn14"
+    assert detect_architecture(state, filename="/x/Cnn14_DecisionLevelMax_mAP=0.385.pth") == "Cnn14_DecisionLevelMax"
+
+
+@pytest.fixture(scope="module")
+def cnn6_state():
+    _, state = make_checkpoint_module().build_state_dict("Cnn6")
+    return state
+
+
+@requires_fixtures
+@pytest.mark.parametrize("layout", ["zenodo", "plain", "bare"])
+def test_layouts_load(layout, cnn6_state, tmp_path):
+    path = tmp_path / "c.pth"
+    make_checkpoint_module().save(cnn6_state, path, layout)
+    state = read_state_dict(path)
+    assert set(state) == set(cnn6_state)
+    assert all(torch.equal(state[k], cnn6_state[k]) for k in state)
+    assert load_model(path).arch == "Cnn6"
+
+
+@requires_fixtures
+def test_module_prefix_is_stripped(cnn6_state, tmp_path):
+    path = tmp_path / "dp.pth"
+    torch.save({"model": {f"module.{k}": v for k, v in cnn6_state.items()}}, path)
+    assert load_model(path).arch == "Cnn6"
+
+
+@requires_fixtures
+def test_half_precision_weights_are_converted(cnn6_state, tmp_path):
+    path = tmp_path / "half.pth"
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in cnn6_state.items()}, path)
+    model = load_model(path)
+    assert model.conv_block1.conv1.weight.dtype == torch.float32
+    ref = cnn6_state["conv_block1.conv1.weight"]
+    assert torch.allclose(model.conv_block1.conv1.weight, ref, atol=1e-3) and not torch.equal(
+        model.conv_block1.conv1.weight, ref)
+
+
+@requires_fixtures
+def test_arch_override_and_mismatch(cnn6_state, tmp_path):
+    path = tmp_path / "c.pth"
+    torch.save(cnn6_state, path)
+    with pytest.raises(ArchitectureError, match=r"does not match architecture Cnn10.*looks like Cnn6"):
+        load_model(path, arch="Cnn10")
+    missing = dict(cnn6_state)
+    del missing["fc1.bias"]
+    torch.save(missing, path)
+    with pytest.raises(ArchitectureError, match="missing key"):
+        load_model(path, arch="Cnn6")
+    extra = dict(cnn6_state, **{"extra.weight": torch.zeros(3)})
+    torch.save(extra, path)
+    with pytest.raises(ArchitectureError, match="unexpected key"):
+        load_model(path, arch="Cnn6")
+    wrong = dict(cnn6_state, **{"fc1.bias": torch.zeros(7)})
+    torch.save(wrong, path)
+    with pytest.raises(ArchitectureError, match="wrong shape"):
+        load_model(path, arch="Cnn6")
+
+
+def test_unknown_state_dict_names_the_supported_architectures(tmp_path):
+    path = tmp_path / "odd.pth"
+    torch.save({"encoder.weight": torch.zeros(2, 2)}, path)
+    with pytest.raises(ArchitectureError, match="Supported: .*Cnn14"):
+        load_model(path)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ['PANNS_TEST_MARKER']}",))
+
+
+def test_code_in_a_pickle_never_runs(tmp_path, monkeypatch):
+    marker = tmp_path / "payload_ran"
+    monkeypatch.setenv("PANNS_TEST_MARKER", str(marker))
+    path = tmp_path / "evil.pth"
+    torch.save({"model": {"fc1.weight": torch.zeros(1)}, "x": _Payload()}, path)
+    with pytest.raises(UnsafeCheckpointError, match="nothing from it was executed"):
+        load_model(path)
+    assert not marker.exists()
+    # A plain pickle file (not torch's zip format) with the same payload is refused too.
+    with open(tmp_path / "evil2.pth", "wb") as f:
+        pickle.dump({"model": _Payload()}, f)
+    with pytest.raises(CheckpointError):
+        load_model(tmp_path / "evil2.pth")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 10, os.urandom(4096), b"PK\x03\x04 not really a zip"])
+def test_garbage_files_are_checkpoint_errors(tmp_path, content):
+    path = tmp_path / "bad.pth"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as info:
+        load_model(path)
+    assert isinstance(info.value, PannsError) and isinstance(info.value, ValueError)
+
+
+@requires_fixtures
+def test_truncated_checkpoint(cnn6_state, tmp_path):
+    path = tmp_path / "full.pth"
+    make_checkpoint_module().save(cnn6_state, path, "zenodo")
+    data = path.read_bytes()
+    for cut in (100, len(data) // 2, len(data) - 10):
+        bad = tmp_path / f"cut{cut}.pth"
+        bad.write_bytes(data[:cut])
+        with pytest.raises(CheckpointError, match="truncated or corrupt"):
+            load_model(bad)
+
+
+def test_missing_and_directory_paths(tmp_path):
+    with pytest.raises(CheckpointNotFoundError, match="does not exist"):
+        load_model(tmp_path / "nope.pth")
+    with pytest.raises(CheckpointNotFoundError, match="is a directory") as info:
+        load_model(tmp_path)
+    assert isinstance(info.value, FileNotFoundError)
+
+
+def test_non_state_dict_contents(tmp_path):
+    path = tmp_path / "list.pth"
+    torch.save([1, 2, 3], path)
+    with pytest.raises(CheckpointError, match="not a state dict"):
+        load_model(path)
