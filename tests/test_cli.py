@@ -1,0 +1,78 @@
+"""panns-tag: output formats, exit codes, and no tracebacks for user errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+
+from conftest import requires_fixtures
+from panns_infer.cli import main
+
+
+def _wav(path, seconds=1.0, rate=32000, seed=0):
+    x = (np.random.default_rng(seed).standard_normal(int(seconds * rate)) * 0.1).astype(np.float32)
+    soundfile.write(path, x, rate)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def cnn6(fixture_checkpoint):
+    return str(fixture_checkpoint("Cnn6"))
+
+
+@requires_fixtures
+def test_text_and_json_output(cnn6, labels_csv, tmp_path, capsys):
+    a, b = _wav(tmp_path / "a.wav"), _wav(tmp_path / "b.flac", rate=44100, seed=1)
+    assert main([a, b, "--checkpoint", cnn6, "--labels", str(labels_csv), "--top-k", "3"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"{a}:" and len(out) == 8
+    assert main([a, "-c", cnn6, "--labels", str(labels_csv), "-k", "2", "--format", "json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["source"] == a and len(record["labels"]) == 2 and len(record["scores"]) == 2
+
+
+@requires_fixtures
+def test_bad_files_are_reported_and_the_rest_finish(cnn6, labels_csv, tmp_path, capsys):
+    good = _wav(tmp_path / "good.wav")
+    bad = tmp_path / "bad.wav"
+    bad.write_text("not audio")
+    code = main([str(bad), good, str(tmp_path / "missing.wav"), "-c", cnn6, "--labels", str(labels_csv),
+                 "--format", "json"])
+    captured = capsys.readouterr()
+    assert code == 1
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    assert [("error" in r) for r in records] == [True, False, True]
+    assert "2 of 3 file(s) failed" in captured.err and "Traceback" not in captured.err
+
+
+def test_usage_errors_exit_2(tmp_path, capsys):
+    assert main([]) == 2
+    assert main([_wav(tmp_path / "a.wav"), "--checkpoint", str(tmp_path / "nope.pth")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as info:
+        main(["--format", "xml", "a.wav"])
+    assert info.value.code == 2
+
+
+def test_list_models(capsys):
+    assert main(["--list-models"]) == 0
+    out = capsys.readouterr().out
+    assert "Cnn14_DecisionLevelMax" in out and "Wavegram_Logmel_Cnn14" in out
+    assert main(["--list-models", "--format", "json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {"name", "mAP", "embedding_size", "pinned", "sample_rate"} <= set(rows[0])
+
+
+@requires_fixtures
+def test_console_script_runs_as_a_new_process(cnn6, labels_csv, tmp_path):
+    wav = _wav(tmp_path / "a.wav")
+    proc = subprocess.run([sys.executable, "-m", "panns_infer.cli", wav, "-c", cnn6, "--labels",
+                           str(labels_csv), "-k", "1"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"{wav}:")
