@@ -13,7 +13,7 @@ from panns_infer.models import list_architectures
 
 PROB_TOL = 1e-4
 EMB_TOL = 1e-3
-BATCH_TOL = 1e-5
+BATCH_TOL = 1e-5  # probabilities: absolute; embeddings: relative to the vector's largest |value|
 LAYOUTS = ("zenodo", "plain", "bare")
 
 
@@ -35,6 +35,14 @@ def _compare(ours: dict, gold: dict, case: str, outputs: list[str], where: str) 
         assert got.shape == expected.shape, f"{where} {case}/{output}: shape {got.shape} != {expected.shape}"
         err = float(np.abs(got - expected).max())
         assert err <= _tolerance(output), f"{where} {case}/{output}: max |diff| {err:.3g}"
+
+
+def assert_batch_invariant(batched: np.ndarray, alone: np.ndarray, output: str, where: str) -> None:
+    """Batching may not change a result by more than float32 rounding of another kernel choice:
+    1e-5 on probabilities, 1e-5 of the largest magnitude on embeddings (which reach ~25)."""
+    scale = max(1.0, float(np.abs(alone).max())) if output == "embedding" else 1.0
+    err = float(np.abs(batched - alone).max())
+    assert err <= BATCH_TOL * scale, f"{where} {output}: batching changed it by {err:.3g}"
 
 
 @requires_fixtures
@@ -62,8 +70,7 @@ def test_parity_every_case_every_layout_alone_and_batched(arch, tmp_path, labels
         for case, ours in zip(order, batched):
             _compare(ours, gold, case, cases[case]["outputs"], f"{arch}/{layout} batched")
             for output in cases[case]["outputs"]:
-                err = float(np.abs(ours[output] - alone[case][output]).max())
-                assert err <= BATCH_TOL, f"{arch}/{layout} {case}/{output}: batch changed it by {err:.3g}"
+                assert_batch_invariant(ours[output], alone[case][output], output, f"{arch}/{layout} {case}")
         path.unlink()
         del tagger
 

@@ -14,7 +14,11 @@ from typing import Callable
 from ..errors import UnknownModelError
 from .blocks import PannsModel
 from .cnn import CNN_CONFIGS, Cnn
+from .mobilenet import MOBILENET_ARCHS, MobileNet
+from .resnet import RESNET_CONFIGS, ResNet
 from .wavegram import WavegramCnn14
+from .waveform import WAVEFORM_ARCHS
+from .waveform import build as build_waveform_model
 
 __all__ = ["PannsModel", "build_model", "list_architectures", "ARCHITECTURES"]
 
@@ -23,6 +27,12 @@ for _name in CNN_CONFIGS:
     ARCHITECTURES[_name] = lambda classes, _name=_name: Cnn(_name, classes)
 for _name in ("Wavegram_Cnn14", "Wavegram_Logmel_Cnn14"):
     ARCHITECTURES[_name] = lambda classes, _name=_name: WavegramCnn14(_name, classes)
+for _name in RESNET_CONFIGS:
+    ARCHITECTURES[_name] = lambda classes, _name=_name: ResNet(_name, classes)
+for _name in MOBILENET_ARCHS:
+    ARCHITECTURES[_name] = lambda classes, _name=_name: MobileNet(_name, classes)
+for _name in WAVEFORM_ARCHS:
+    ARCHITECTURES[_name] = lambda classes, _name=_name: build_waveform_model(_name, classes)
 
 
 def list_architectures() -> list[str]:
