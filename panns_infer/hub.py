@@ -1,0 +1,712 @@
+"""Weights and labels: a verified download cache, with offline and mirror modes.
+
+Files go to :func:`cache_dir` (``PANNS_INFER_CACHE``, else the platform's user cache
+folder): released checkpoints to ``checkpoints/``, the AudioSet label list to ``labels/``, and
+checkpoints given by URL to ``urls/<sha256(url)[:16]>/<file name>``.
+
+A download is streamed to ``NAME.<uuid>.incomplete`` in the destination folder, under a file
+lock (``NAME.lock``) so that concurrent processes download a file once. A dropped connection
+is resumed with an HTTP ``Range`` request; connection errors, timeouts and 5xx answers are
+retried with exponential backoff. The result is checked (length against Content-Length and
+the published size, md5/sha256 checksum, then a structural check where one is given) and only
+then moved into place with :func:`os.replace`, so nothing half-written ever carries the final
+name. A cached file is checked the same way before it is used; a bad one is fetched again.
+
+``PANNS_INFER_OFFLINE=1`` (or ``offline=True``) never touches the network: a cached file is
+used, a missing one raises :class:`~panns_infer.errors.OfflineError`.
+``PANNS_INFER_MIRROR=<base URL>`` fetches released files from ``<base>/<file name>`` instead
+of Zenodo; checksums are still enforced.
+
+>>> path = checkpoint_path("Cnn14")
+>>> path.parent.name, path.name
+('checkpoints', 'Cnn14_mAP=0.431.pth')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, Optional, Union
+from urllib.parse import quote, unquote, urlsplit
+
+import filelock
+import requests
+
+from . import registry
+from .errors import ChecksumError, DownloadError, OfflineError, PannsError
+from .labels import read_labels_csv
+
+__all__ = [
+    "cache_dir",
+    "is_offline",
+    "checkpoint_url",
+    "checkpoint_path",
+    "fetch",
+    "download",
+    "download_url",
+    "labels_file",
+]
+
+logger = logging.getLogger("panns_infer")
+
+CACHE_ENV = "PANNS_INFER_CACHE"
+OFFLINE_ENV = "PANNS_INFER_OFFLINE"
+MIRROR_ENV = "PANNS_INFER_MIRROR"
+_TRUE = ("1", "true", "yes", "on")
+_ALGORITHMS = ("md5", "sha256")
+LABELS_FILENAME = "class_labels_indices.csv"
+
+_CHUNK = 1 << 16  # bytes per read; a dropped connection loses at most this much
+_BACKOFF_BASE = 1.0  # seconds before the first retry, doubled for each further one
+_BACKOFF_MAX = 30.0
+_RETRY_AFTER_MAX = 60.0
+_STALE_SECONDS = 24 * 3600  # *.incomplete files older than this are removed
+_RETRY_STATUS = frozenset({408, 429})
+
+
+# --------------------------------------------------------------------------- locations
+
+
+def cache_dir() -> Path:
+    """The folder that holds downloaded checkpoints and labels.
+
+    ``PANNS_INFER_CACHE`` when set, else the platform's user cache folder for
+    ``panns_infer`` (e.g. ``~/.cache/panns_infer`` on Linux). The folder is not created here.
+
+    Returns:
+        The cache folder.
+
+    >>> isinstance(cache_dir(), Path)
+    True
+    """
+    value = os.environ.get(CACHE_ENV, "").strip()
+    if value:
+        return Path(value).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("panns_infer"))
+
+
+def is_offline(offline: Optional[bool] = None) -> bool:
+    """Whether downloads are forbidden.
+
+    Args:
+        offline: an explicit choice, which wins; ``None`` reads ``PANNS_INFER_OFFLINE``
+            (``1``, ``true``, ``yes`` or ``on``, any case, mean offline).
+
+    Returns:
+        True in offline mode.
+
+    >>> is_offline(True), is_offline(False)
+    (True, False)
+    """
+    if offline is not None:
+        return bool(offline)
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in _TRUE
+
+
+def _mirror_base() -> Optional[str]:
+    """The base URL from ``PANNS_INFER_MIRROR``, without a trailing slash, or None."""
+    base = os.environ.get(MIRROR_ENV, "").strip()
+    if not base:
+        return None
+    if urlsplit(base).scheme not in ("http", "https"):
+        raise ValueError(
+            f"{MIRROR_ENV}={base!r} is not an http(s) URL. Set it to the base URL of a server "
+            "that holds the checkpoint files (e.g. 'https://files.example.org/panns'), or unset it."
+        )
+    return base.rstrip("/")
+
+
+def _resolve(checkpoint: Union[str, registry.Checkpoint]) -> registry.Checkpoint:
+    if isinstance(checkpoint, registry.Checkpoint):
+        return checkpoint
+    if isinstance(checkpoint, str):
+        return registry.get_checkpoint(checkpoint)
+    raise TypeError(
+        f"checkpoint must be a registry name or a registry.Checkpoint, got {type(checkpoint).__name__}"
+    )
+
+
+def checkpoint_url(checkpoint: Union[str, registry.Checkpoint]) -> str:
+    """The URL a released checkpoint is downloaded from.
+
+    ``<PANNS_INFER_MIRROR>/<file name>`` (file name URL-quoted) when the mirror variable is
+    set, else the Zenodo URL of the entry.
+
+    Args:
+        checkpoint: a registry name or file name, or a :class:`~panns_infer.registry.Checkpoint`.
+
+    Returns:
+        The download URL.
+
+    Raises:
+        UnknownModelError: the name is not in the registry.
+        ValueError: ``PANNS_INFER_MIRROR`` is set but is not an http(s) URL.
+
+    >>> checkpoint_url("Cnn6")  # doctest: +SKIP
+    'https://zenodo.org/record/3987831/files/Cnn6_mAP%3D0.343.pth?download=1'
+    """
+    entry = _resolve(checkpoint)
+    base = _mirror_base()
+    if base is None:
+        return entry.url
+    return f"{base}/{quote(entry.filename)}"
+
+
+def checkpoint_path(checkpoint: Union[str, registry.Checkpoint]) -> Path:
+    """Where a released checkpoint is (or will be) cached: ``<cache>/checkpoints/<file name>``.
+
+    Args:
+        checkpoint: a registry name or file name, or a :class:`~panns_infer.registry.Checkpoint`.
+
+    Returns:
+        The path; the file may not exist yet.
+
+    >>> checkpoint_path("Cnn6").name
+    'Cnn6_mAP=0.343.pth'
+    """
+    return cache_dir() / "checkpoints" / _resolve(checkpoint).filename
+
+
+def _url_path(url: str) -> Path:
+    """``<cache>/urls/<sha256(url)[:16]>/<basename>`` for a checkpoint given by URL."""
+    digest = hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
+    name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+    name = name.replace("/", "_").replace("\\", "_").strip()
+    if name in ("", ".", ".."):
+        name = "download"
+    return cache_dir() / "urls" / digest / name
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _parse_checksum(checksum: Optional[str]) -> Optional[tuple[str, str]]:
+    """``"md5:hex"`` / ``"sha256:hex"`` to ``(algorithm, lowercase hex)``."""
+    if checksum is None:
+        return None
+    if not isinstance(checksum, str) or ":" not in checksum:
+        raise ValueError(f"checksum must look like 'sha256:<hex>' or 'md5:<hex>', got {checksum!r}")
+    algorithm, _, digest = checksum.partition(":")
+    algorithm, digest = algorithm.strip().lower(), digest.strip().lower()
+    if algorithm not in _ALGORITHMS:
+        raise ValueError(f"Supported checksum algorithms are {_ALGORITHMS}. Found: {algorithm!r}")
+    width = _new_hash(algorithm).digest_size * 2
+    if len(digest) != width or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError(f"a {algorithm} checksum is {width} hex digits, got {digest!r}")
+    return algorithm, digest
+
+
+def _new_hash(algorithm: str):
+    # md5 here proves integrity, not authenticity; FIPS builds allow it only with this flag
+    return hashlib.new(algorithm, usedforsecurity=False)
+
+
+def _hash_file(path: Path, algorithm: str) -> str:
+    digest = _new_hash(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _cached_problem(path: Path, pin: Optional[tuple[str, str]], expected_size: Optional[int],
+                    verify: Optional[Callable[[Path], None]]) -> Optional[str]:
+    """Why the existing file ``path`` is not acceptable, or None when it is."""
+    try:
+        size = path.stat().st_size
+        if expected_size is not None and size != expected_size:
+            return f"it has {size} bytes, expected {expected_size}"
+        if pin is not None:
+            actual = _hash_file(path, pin[0])
+            if actual != pin[1]:
+                return f"its {pin[0]} is {actual}, expected {pin[1]}"
+        if verify is not None:
+            verify(path)
+    except (PannsError, ValueError, OSError) as exc:
+        return f"it failed its check: {exc}"
+    return None
+
+
+# --------------------------------------------------------------------------- progress
+
+
+def _format_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"  # pragma: no cover
+
+
+class _Progress:
+    """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
+
+    def __init__(self, label: str, enabled: Optional[bool]):
+        isatty = getattr(sys.stderr, "isatty", None)
+        self.enabled = enabled is not False and bool(isatty and isatty())
+        self.label = label if len(label) <= 40 else label[:37] + "..."
+        self.start = time.monotonic()
+        self.last = 0.0
+        self.drawn = False
+
+    def update(self, done: int, total: Optional[int], *, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not force and now - self.last < 0.1:
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-6)
+        if total:
+            frac = min(done / total, 1.0)
+            bar = "#" * int(frac * 20)
+            text = (f"{self.label} {frac:4.0%} |{bar:<20}| {_format_bytes(done)}/{_format_bytes(total)}"
+                    f" {_format_bytes(rate)}/s")
+        else:
+            text = f"{self.label} {_format_bytes(done)} {_format_bytes(rate)}/s"
+        sys.stderr.write("\r" + text + "\x1b[K")
+        sys.stderr.flush()
+        self.drawn = True
+
+    def close(self) -> None:
+        if self.drawn:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            self.drawn = False
+
+
+# --------------------------------------------------------------------------- download
+
+
+class _Retry(Exception):
+    """A failed try that may succeed if repeated; ``wait`` overrides the backoff."""
+
+    def __init__(self, message: str, wait: Optional[float] = None):
+        super().__init__(message)
+        self.wait = wait
+
+
+def _retry_after(response: requests.Response) -> Optional[float]:
+    value = response.headers.get("Retry-After", "")
+    try:
+        return min(max(float(value), 0.0), _RETRY_AFTER_MAX)
+    except ValueError:
+        return None
+
+
+def _content_range(value: str) -> tuple[Optional[int], Optional[int]]:
+    """``"bytes 10-99/100"`` to ``(10, 100)``; unknown parts are None."""
+    try:
+        unit, _, spec = value.strip().partition(" ")
+        span, _, total = spec.partition("/")
+        start = int(span.partition("-")[0]) if unit == "bytes" and span != "*" else None
+        return start, (int(total) if total.strip() not in ("", "*") else None)
+    except ValueError:
+        return None, None
+
+
+def _status_error(url: str, dest: Path, response: requests.Response) -> DownloadError:
+    status = response.status_code
+    what = f"downloading {url!r} failed: HTTP {status} {response.reason or ''}".rstrip() + "."
+    if status in (404, 410):
+        hint = "The file is not at this address."
+        base = _mirror_base()
+        if base is not None and url.startswith(base + "/"):
+            hint += (f" The mirror {MIRROR_ENV}={base!r} does not have it: copy {dest.name!r} "
+                     f"there, or unset {MIRROR_ENV} to download from the original source.")
+        else:
+            hint += " Check the URL (or the registry entry) for a typo or a moved file."
+    elif status in (401, 403):
+        hint = "The server refused access; the file may have been made private or moved."
+    else:
+        hint = "The server rejected the request."
+    return DownloadError(f"{what} {hint} You can also get the file by other means and copy it to "
+                         f"{str(dest)!r}. (Not retried: this error does not go away by itself.)")
+
+
+def _open_response(session: requests.Session, url: str, dest: Path, start: int,
+                   timeout: float) -> requests.Response:
+    headers = {"Accept-Encoding": "identity"}
+    if start:
+        headers["Range"] = f"bytes={start}-"
+    try:
+        response = session.get(url, headers=headers, stream=True, timeout=timeout)
+    except requests.exceptions.SSLError as exc:
+        raise DownloadError(
+            f"downloading {url!r} failed: TLS/SSL error ({exc}). Check the system clock and the "
+            "certificate store (REQUESTS_CA_BUNDLE), or set PANNS_INFER_MIRROR to a trusted copy."
+        ) from exc
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise _Retry(f"{type(exc).__name__}: {exc}") from exc
+    except requests.RequestException as exc:  # malformed URL, too many redirects, ...
+        raise DownloadError(f"cannot download {url!r}: {exc}") from exc
+    status = response.status_code
+    if status in (200, 206, 416):
+        return response
+    response.close()
+    if status >= 500 or status in _RETRY_STATUS:
+        raise _Retry(f"HTTP {status} {response.reason or ''}".rstrip(), wait=_retry_after(response))
+    raise _status_error(url, dest, response)
+
+
+def _stream(url: str, dest: Path, tmp: Path, *, pin: Optional[tuple[str, str]],
+            expected_size: Optional[int], timeout: float, retries: int,
+            progress: Optional[bool]) -> None:
+    """Download ``url`` into ``tmp``, resuming and retrying; check length and checksum."""
+    algorithm = pin[0] if pin else "sha256"
+    digest = _new_hash(algorithm)
+    written = 0  # bytes in tmp, all of them fed to digest
+    furthest = 0  # most bytes ever held; a try that passes it is progress, not a failure
+    failures = 0
+    total: Optional[int] = None
+    bar = _Progress(dest.name, progress)
+    with requests.Session() as session, open(tmp, "wb") as f:
+
+        def restart() -> None:
+            nonlocal written, digest
+            f.seek(0)
+            f.truncate()
+            written, digest = 0, _new_hash(algorithm)
+
+        try:
+            while True:
+                try:
+                    response = _open_response(session, url, dest, written, timeout)
+                    with response:
+                        encoded = response.headers.get("Content-Encoding", "identity").lower() not in (
+                            "", "identity")
+                        if response.status_code == 416:  # our Range lies past the end
+                            _, size = _content_range(response.headers.get("Content-Range", ""))
+                            if written and size == written:
+                                total = size
+                                break
+                            restart()
+                            raise _Retry("HTTP 416 Range Not Satisfiable; starting again from zero")
+                        if response.status_code == 206:
+                            start, size = _content_range(response.headers.get("Content-Range", ""))
+                            if start != written or encoded:
+                                restart()
+                                raise _Retry(f"server resumed at byte {start}, not {written}; "
+                                             "starting again from zero")
+                            length = response.headers.get("Content-Length")
+                            total = size if size is not None else (
+                                written + int(length) if length and length.isdigit() else None)
+                        else:  # 200: the whole file, whatever we asked for
+                            if written:
+                                logger.info("%s: the server ignored the Range request; "
+                                            "downloading again from zero", url)
+                                restart()
+                            length = response.headers.get("Content-Length", "")
+                            total = int(length) if length.isdigit() and not encoded else None
+                        if total is not None and expected_size is not None and total != expected_size:
+                            raise ChecksumError(
+                                f"{url!r} is {total} bytes according to the server, but the published "
+                                f"size is {expected_size} bytes; nothing was kept. Likely causes: the "
+                                "file changed upstream, or a mirror or proxy serves a different file.")
+                        for chunk in response.iter_content(_CHUNK):
+                            f.write(chunk)
+                            digest.update(chunk)
+                            written += len(chunk)
+                            bar.update(written, total)
+                        if total is not None and written > total:
+                            raise DownloadError(f"{url!r} sent {written} bytes but announced {total}; "
+                                                "the server is misbehaving. Try again later.")
+                        if total is not None and written < total:  # urllib3 1.x ends silently
+                            raise _Retry(f"connection closed after {written} of {total} bytes")
+                    break
+                except _Retry as exc:
+                    error, wait = str(exc), exc.wait
+                except (requests.ConnectionError, requests.Timeout,
+                        requests.exceptions.ChunkedEncodingError) as exc:
+                    error, wait = f"{type(exc).__name__}: {exc}", None
+                if written > furthest:
+                    furthest, failures = written, 0  # made progress: not a failed try
+                else:
+                    failures += 1
+                if failures > retries:
+                    raise DownloadError(
+                        f"could not download {url!r} after {retries + 1} tries without progress; "
+                        f"last error: {error}. Check the network connection (and proxy settings) "
+                        "and try again later, or get the file by other means and copy it to "
+                        f"{str(dest)!r}.")
+                if wait is None:
+                    wait = min(_BACKOFF_MAX, _BACKOFF_BASE * 2 ** max(failures - 1, 0))
+                    wait *= random.uniform(0.5, 1.0)
+                logger.warning("download of %s interrupted (%s); %s in %.1f s", url, error,
+                               f"resuming at byte {written}" if written else "retrying", wait)
+                time.sleep(wait)
+            bar.update(written, total, force=True)
+        finally:
+            bar.close()
+        if expected_size is not None and written != expected_size:
+            raise ChecksumError(
+                f"{url!r} gave {written} bytes, but the published size is {expected_size} bytes; "
+                "the file was deleted. Likely causes: a truncated download, a file changed "
+                "upstream, or a mirror that serves a different file.")
+        if pin is not None and digest.hexdigest() != pin[1]:
+            raise ChecksumError(
+                f"{algorithm} checksum mismatch for {url!r}: expected {pin[1]}, got "
+                f"{digest.hexdigest()}. The downloaded file was deleted. Likely causes: the "
+                "download was truncated or corrupted, the file changed upstream, or a mirror "
+                f"({MIRROR_ENV}) serves a different file. Try again; if it persists, report it.")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _remove_stale(dest: Path) -> None:
+    """Delete ``dest.name.*.incomplete`` files left by dead processes more than a day ago."""
+    prefix, now = dest.name + ".", time.time()
+    try:
+        for path in dest.parent.iterdir():
+            if path.name.startswith(prefix) and path.name.endswith(".incomplete"):
+                try:
+                    if now - path.stat().st_mtime > _STALE_SECONDS:
+                        path.unlink()
+                        logger.info("removed the stale partial download %s", path)
+                except OSError:
+                    pass
+    except OSError:
+        pass
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _offline_error(dest: Path, offline: Optional[bool], how: str, problem: Optional[str]) -> OfflineError:
+    if offline is None:
+        why = f"offline mode is on ({OFFLINE_ENV}={os.environ.get(OFFLINE_ENV, '')!r})"
+        off = f"unset {OFFLINE_ENV}"
+    else:
+        why = "offline mode is on (offline=True was passed)"
+        off = "pass offline=False"
+    state = ("is not in the cache" if problem is None
+             else f"was in the cache but {problem}, so it was deleted")
+    return OfflineError(
+        f"{dest.name!r} {state} (expected at {str(dest)!r}), and {why}. To get it: {how} while "
+        f"online, or copy the file to {str(dest)!r}, or {off} to allow downloads.")
+
+
+def _fetch(url: str, dest: Union[str, os.PathLike], *, checksum: Optional[str], expected_size: Optional[int],
+           verify: Optional[Callable[[Path], None]], offline: Optional[bool], progress: Optional[bool],
+           timeout: float, retries: int, how: str) -> Path:
+    dest = Path(dest)
+    pin = _parse_checksum(checksum)
+    if retries < 0:
+        raise ValueError(f"retries must be >= 0, got {retries!r}")
+    if dest.is_file() and _cached_problem(dest, pin, expected_size, verify) is None:
+        return dest  # the common case: no lock, no network
+    offline_now = is_offline(offline)
+    if offline_now and not dest.exists():
+        raise _offline_error(dest, offline, how, None)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(str(dest) + ".lock")
+    try:
+        lock.acquire(timeout=1)
+    except filelock.Timeout:
+        logger.info("waiting for another process that is downloading %s", dest)
+        lock.acquire()
+    try:
+        problem = None
+        if dest.exists():  # another process may have finished while we waited
+            problem = _cached_problem(dest, pin, expected_size, verify)
+            if problem is None:
+                return dest
+            logger.warning("the cached %s is bad (%s); deleting it%s", dest, problem,
+                           "" if offline_now else " and downloading it again")
+            dest.unlink()
+        if offline_now:
+            raise _offline_error(dest, offline, how, problem)
+        _remove_stale(dest)
+        tmp = dest.with_name(f"{dest.name}.{uuid.uuid4().hex}.incomplete")
+        logger.info("downloading %s to %s", url, dest)
+        try:
+            _stream(url, dest, tmp, pin=pin, expected_size=expected_size, timeout=timeout,
+                    retries=retries, progress=progress)
+            if verify is not None:
+                try:
+                    verify(tmp)
+                except PannsError as exc:
+                    raise type(exc)(f"the file downloaded from {url!r} failed its check and was "
+                                    f"deleted: {exc}") from exc
+            os.replace(tmp, dest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(dest.parent)
+        return dest
+    finally:
+        lock.release()
+
+
+def fetch(url: str, dest: Union[str, os.PathLike], *, checksum: Optional[str] = None,
+          expected_size: Optional[int] = None, verify: Optional[Callable[[Path], None]] = None,
+          offline: Optional[bool] = None, progress: Optional[bool] = None, timeout: float = 30.0,
+          retries: int = 5) -> Path:
+    """Download ``url`` to ``dest`` once, verified, and return ``dest``.
+
+    An existing ``dest`` that passes the checks (size, checksum, ``verify``) is returned
+    without any network access; one that fails them is deleted and downloaded again. A
+    download is resumed with a ``Range`` request after a dropped connection and retried with
+    exponential backoff after connection errors, timeouts and HTTP 5xx/408/429 answers (a try
+    that brought new bytes does not count against ``retries``). It is moved into place only
+    after every check passed; on any failure nothing is left under ``dest`` or in a temporary file.
+
+    Args:
+        url: an http(s) URL.
+        dest: the final path; its folder is created.
+        checksum: ``"sha256:<hex>"`` or ``"md5:<hex>"``; ``None`` checks length only.
+        expected_size: the file's size in bytes, where known.
+        verify: called with the path of a complete download (and of a cached file) before it
+            is accepted; raises (e.g. a :class:`~panns_infer.errors.PannsError`) on a bad file.
+        offline: forbid network access; ``None`` reads ``PANNS_INFER_OFFLINE``.
+        progress: ``False`` hides the progress bar; it is shown only when stderr is a terminal.
+        timeout: seconds to wait to connect and between received bytes.
+        retries: how many failed tries in a row (without progress) are repeated.
+
+    Returns:
+        ``dest`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        DownloadError: an HTTP error that retrying cannot fix (e.g. 404), or retries exhausted.
+        ChecksumError: wrong size or hash; the bad download was deleted.
+        OfflineError: offline mode is on and no good cached file exists.
+        ValueError: a malformed ``checksum`` or negative ``retries``.
+
+    >>> fetch("https://example.org/f.bin", "/tmp/f.bin", checksum="sha256:" + "0" * 64)  # doctest: +SKIP
+    PosixPath('/tmp/f.bin')
+    """
+    return _fetch(url, dest, checksum=checksum, expected_size=expected_size, verify=verify,
+                  offline=offline, progress=progress, timeout=timeout, retries=retries,
+                  how=f"run panns_infer.hub.fetch({url!r}, ...)")
+
+
+def _verify_unpinned(path: Path, arch: str) -> None:
+    """Load an unpinned checkpoint strictly as ``arch``; raises CheckpointError on a bad file."""
+    from .checkpoint import verify_checkpoint_file  # torch-heavy; only needed for unpinned files
+
+    verify_checkpoint_file(path, arch=arch)
+
+
+def download(checkpoint: Union[str, registry.Checkpoint], *, offline: Optional[bool] = None,
+             progress: Optional[bool] = None) -> Path:
+    """Download a released checkpoint into the cache (once) and return its path.
+
+    The file goes to ``<cache>/checkpoints/<file name>``, from Zenodo or from
+    ``PANNS_INFER_MIRROR``. A pinned entry (published checksum) is checked by hash and size;
+    an unpinned one by the server's Content-Length and by loading it strictly as its
+    architecture, since its bytes cannot be proven.
+
+    Args:
+        checkpoint: a registry name (``"Cnn14"``), a published file name, or a
+            :class:`~panns_infer.registry.Checkpoint`.
+        offline: forbid network access; ``None`` reads ``PANNS_INFER_OFFLINE``.
+        progress: ``False`` hides the progress bar (shown only when stderr is a terminal).
+
+    Returns:
+        The path of the verified checkpoint file.
+
+    Raises:
+        UnknownModelError: the name is not in the registry.
+        DownloadError, ChecksumError, OfflineError: see :func:`fetch`.
+        CheckpointError: an unpinned download that does not load as its architecture.
+
+    >>> path = download("Cnn6")  # doctest: +SKIP
+    >>> path.name  # doctest: +SKIP
+    'Cnn6_mAP=0.343.pth'
+    """
+    entry = _resolve(checkpoint)
+    verify: Optional[Callable[[Path], None]] = None
+    if not entry.pinned:
+        verify = lambda path: _verify_unpinned(path, entry.arch)  # noqa: E731 (late-bound for tests)
+    return _fetch(checkpoint_url(entry), checkpoint_path(entry), checksum=entry.checksum,
+                  expected_size=entry.size, verify=verify, offline=offline, progress=progress,
+                  timeout=30.0, retries=5,
+                  how=f"run panns_infer.download({entry.name!r}) or `panns-tag --download {entry.name}`")
+
+
+def download_url(url: str, *, sha256: Optional[str] = None, offline: Optional[bool] = None,
+                 progress: Optional[bool] = None) -> Path:
+    """Download a checkpoint given by URL into the cache (once) and return its path.
+
+    The file goes to ``<cache>/urls/<first 16 hex digits of sha256(url)>/<file name>``, so
+    different URLs never collide.
+
+    Args:
+        url: an http(s) URL.
+        sha256: the file's SHA-256 (hex, or ``"sha256:<hex>"``); without it only the length is
+            checked.
+        offline: forbid network access; ``None`` reads ``PANNS_INFER_OFFLINE``.
+        progress: ``False`` hides the progress bar (shown only when stderr is a terminal).
+
+    Returns:
+        The path of the cached file.
+
+    Raises:
+        ValueError: not an http(s) URL, or a malformed ``sha256``.
+        DownloadError, ChecksumError, OfflineError: see :func:`fetch`.
+
+    >>> download_url("https://example.org/my_cnn14.pth", sha256="ab" * 32)  # doctest: +SKIP
+    PosixPath('/home/me/.cache/panns_infer/urls/5c0f0e6ba2fd8a3e/my_cnn14.pth')
+    """
+    if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
+        raise ValueError(f"download_url needs an http(s) URL, got {url!r}")
+    checksum = None
+    if sha256 is not None:
+        checksum = sha256 if ":" in sha256 else "sha256:" + sha256
+        if _parse_checksum(checksum)[0] != "sha256":
+            raise ValueError(f"sha256 must be a SHA-256 hex digest, got {sha256!r}")
+    return _fetch(url, _url_path(url), checksum=checksum, expected_size=None, verify=None,
+                  offline=offline, progress=progress, timeout=30.0, retries=5,
+                  how=f"run panns_infer.hub.download_url({url!r})")
+
+
+def _verify_labels(path: Path) -> None:
+    read_labels_csv(path)
+
+
+def labels_file(*, offline: Optional[bool] = None, progress: Optional[bool] = None) -> Path:
+    """Download the AudioSet label list into the cache (once) and return its path.
+
+    The file goes to ``<cache>/labels/class_labels_indices.csv``, from
+    :data:`~panns_infer.registry.LABELS_URL` (or ``<PANNS_INFER_MIRROR>/class_labels_indices.csv``).
+    It is verified by structure (header, 527 rows, indices 0..526, unique mids), not by bytes;
+    a cached copy that fails the check is downloaded again.
+
+    Args:
+        offline: forbid network access; ``None`` reads ``PANNS_INFER_OFFLINE``.
+        progress: ``False`` hides the progress bar (shown only when stderr is a terminal).
+
+    Returns:
+        The path of the checked label CSV.
+
+    Raises:
+        LabelsError: the downloaded file is not a valid AudioSet label list (it was deleted).
+        DownloadError, OfflineError: see :func:`fetch`.
+
+    >>> from panns_infer.labels import read_labels_csv
+    >>> read_labels_csv(labels_file())[0]  # doctest: +SKIP
+    'Speech'
+    """
+    base = _mirror_base()
+    url = registry.LABELS_URL if base is None else f"{base}/{quote(LABELS_FILENAME)}"
+    return _fetch(url, cache_dir() / "labels" / LABELS_FILENAME, checksum=None, expected_size=None,
+                  verify=_verify_labels, offline=offline, progress=progress, timeout=30.0,
+                  retries=5, how="run panns_infer.hub.labels_file()")

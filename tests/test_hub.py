@@ -1,0 +1,623 @@
+"""Tests of panns_infer.hub against a loopback HTTP server (never the internet)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from http_server import LoopbackServer
+from panns_infer import hub, registry
+from panns_infer.errors import (
+    CheckpointError,
+    ChecksumError,
+    DownloadError,
+    LabelsError,
+    OfflineError,
+    PannsError,
+)
+from panns_infer.labels import read_labels_csv
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
+LABELS_CSV = SHARED_FIXTURES / "class_labels_indices.csv"
+
+
+def payload(n: int, seed: int = 0) -> bytes:
+    """n deterministic, non-repeating bytes (so a misplaced resume changes the hash)."""
+    out = bytearray()
+    counter = 0
+    while len(out) < n:
+        out += hashlib.sha256(f"{seed}:{counter}".encode()).digest()
+        counter += 1
+    return bytes(out[:n])
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Files in ``folder`` other than lock files (which filelock may leave behind)."""
+    if not folder.exists():
+        return []
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock"))
+
+
+@pytest.fixture(autouse=True)
+def fast_backoff(monkeypatch):
+    monkeypatch.setattr(hub, "_BACKOFF_BASE", 0.001)
+
+
+@pytest.fixture
+def server(loopback_server) -> LoopbackServer:
+    return loopback_server
+
+
+@pytest.fixture
+def cache() -> Path:
+    return hub.cache_dir()
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def test_cache_dir_honours_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("PANNS_INFER_CACHE", str(tmp_path / "elsewhere"))
+    assert hub.cache_dir() == tmp_path / "elsewhere"
+    assert hub.checkpoint_path("Cnn14") == tmp_path / "elsewhere" / "checkpoints" / "Cnn14_mAP=0.431.pth"
+    monkeypatch.delenv("PANNS_INFER_CACHE")
+    assert hub.cache_dir().name == "panns_infer"
+
+
+@pytest.mark.parametrize("value, expected", [("1", True), ("true", True), ("YES", True), ("on", True),
+                                             ("0", False), ("", False), ("no", False)])
+def test_is_offline_reads_env(monkeypatch, value, expected):
+    monkeypatch.setenv("PANNS_INFER_OFFLINE", value)
+    assert hub.is_offline() is expected
+    assert hub.is_offline(True) is True and hub.is_offline(False) is False  # the argument wins
+
+
+def test_bad_checksum_spec_is_a_value_error(server, cache):
+    url = server.serve("/x.bin", b"abc")
+    for bad in ("abc", "sha1:" + "0" * 40, "sha256:xyz", "md5:" + "0" * 31):
+        with pytest.raises(ValueError):
+            hub.fetch(url, cache / "x.bin", checksum=bad)
+    assert server.count("/x.bin") == 0
+
+
+# --------------------------------------------------------------------------- fetch: good paths
+
+
+def test_fetch_downloads_once_then_uses_cache(server, cache):
+    data = payload(200_000)
+    url = server.serve("/a.bin", data)
+    dest = cache / "sub" / "a.bin"
+    assert hub.fetch(url, dest, checksum=sha256(data), expected_size=len(data)) == dest
+    assert dest.read_bytes() == data
+    assert hub.fetch(url, dest, checksum=sha256(data)) == dest
+    assert server.count("/a.bin") == 1
+    assert leftovers(dest.parent) == ["a.bin"]
+
+
+def test_md5_checksum_is_accepted(server, cache):
+    data = payload(1000)
+    url = server.serve("/m.bin", data)
+    hub.fetch(url, cache / "m.bin", checksum="md5:" + hashlib.md5(data).hexdigest().upper())
+    assert (cache / "m.bin").read_bytes() == data
+
+
+def test_truncated_bodies_are_resumed(server, cache):
+    # every answer announces the full length but stops early; only Range resumption can finish,
+    # and it needs more tries than `retries` allows, which is fine since each try makes progress
+    data = payload(6 * hub._CHUNK + 777)
+    url = server.serve("/t.bin", data, truncate_after=2 * hub._CHUNK + 100)
+    dest = hub.fetch(url, cache / "t.bin", checksum=sha256(data), retries=1)
+    assert dest.read_bytes() == data
+    records = server.records("/t.bin")
+    assert len(records) >= 3
+    assert records[0].range is None
+    starts = [int(r.range[len("bytes="):-1]) for r in records[1:]]
+    assert all(0 < a < b for a, b in zip(starts, starts[1:])), starts
+    assert all(r.status == 206 for r in records[1:])
+
+
+def test_connection_reset_mid_body_is_resumed_with_range(server, cache):
+    data = payload(5 * hub._CHUNK)
+    url = server.serve("/r.bin", data, reset_after=2 * hub._CHUNK + 500, reset_times=1)
+    dest = hub.fetch(url, cache / "r.bin", checksum=sha256(data), retries=2)
+    assert dest.read_bytes() == data
+    records = server.records("/r.bin")
+    assert len(records) == 2
+    assert records[1].range is not None and records[1].range.startswith("bytes=")
+    assert int(records[1].range[len("bytes="):-1]) > 0
+    assert records[1].status == 206
+
+
+def test_server_ignoring_range_restarts_from_zero(server, cache):
+    data = payload(5 * hub._CHUNK + 3)
+    url = server.serve("/i.bin", data, honour_range=False, truncate_after=3 * hub._CHUNK, truncate_times=1)
+    dest = hub.fetch(url, cache / "i.bin", checksum=sha256(data), retries=2)
+    assert dest.read_bytes() == data  # not the first part twice
+    records = server.records("/i.bin")
+    assert [r.status for r in records] == [200, 200]
+    assert records[1].range is not None  # it asked to resume, got the whole file, started over
+
+
+def test_http_500_then_success(server, cache):
+    data = payload(5000)
+    url = server.serve("/f.bin", data, fail_times=2)
+    assert hub.fetch(url, cache / "f.bin", checksum=sha256(data), retries=3).read_bytes() == data
+    assert [r.status for r in server.records("/f.bin")] == [500, 500, 200]
+
+
+def test_without_checksum_length_is_still_checked(server, cache):
+    data = payload(3 * hub._CHUNK)
+    url = server.serve("/n.bin", data, truncate_after=hub._CHUNK + 10, truncate_times=1)
+    assert hub.fetch(url, cache / "n.bin").read_bytes() == data
+    assert server.count("/n.bin") == 2
+
+
+def test_body_ending_early_without_an_error_is_resumed(server, cache, monkeypatch):
+    # urllib3 1.x does not enforce Content-Length: a cut body just ends; the length check catches it
+    import requests
+
+    real = requests.Response.iter_content
+    calls = []
+
+    def first_chunk_only(self, *args, **kwargs):
+        calls.append(1)
+        chunks = real(self, *args, **kwargs)
+        if len(calls) == 1:
+            yield next(chunks)
+            self.close()
+            return
+        yield from chunks
+
+    monkeypatch.setattr(requests.Response, "iter_content", first_chunk_only)
+    data = payload(3 * hub._CHUNK)
+    url = server.serve("/q.bin", data)
+    assert hub.fetch(url, cache / "q.bin", checksum=sha256(data), retries=0).read_bytes() == data
+    assert [r.range for r in server.records("/q.bin")] == [None, f"bytes={hub._CHUNK}-"]
+
+
+# --------------------------------------------------------------------------- fetch: failures
+
+
+def test_persistent_500_gives_up_after_retries(server, cache):
+    url = server.serve("/e.bin", b"x", fail_times=100, fail_status=503)
+    with pytest.raises(DownloadError, match="after 3 tries") as info:
+        hub.fetch(url, cache / "e.bin", retries=2)
+    assert url in str(info.value) and "503" in str(info.value)
+    assert server.count("/e.bin") == 3
+    assert leftovers(cache) == []
+
+
+def test_404_is_not_retried(server, cache):
+    url = server.serve("/missing.bin", b"", status=404)
+    with pytest.raises(DownloadError) as info:
+        hub.fetch(url, cache / "missing.bin", retries=5)
+    message = str(info.value)
+    assert "404" in message and repr(url) in message and str(cache / "missing.bin") in message
+    assert not isinstance(info.value, ChecksumError)
+    assert isinstance(info.value, OSError) and isinstance(info.value, PannsError)
+    assert server.count("/missing.bin") == 1
+    assert leftovers(cache) == []
+
+
+@pytest.mark.parametrize("algorithm", ["sha256", "md5"])
+def test_wrong_bytes_raise_checksum_error_and_leave_nothing(server, cache, algorithm):
+    good, bad = payload(100_000, seed=1), payload(100_000, seed=2)
+    url = server.serve("/w.bin", bad)
+    expected = hashlib.new(algorithm, good).hexdigest()
+    with pytest.raises(ChecksumError) as info:
+        hub.fetch(url, cache / "w.bin", checksum=f"{algorithm}:{expected}")
+    message = str(info.value)
+    assert algorithm in message and expected in message
+    assert hashlib.new(algorithm, bad).hexdigest() in message
+    assert "deleted" in message and "upstream" in message and "mirror" in message
+    assert leftovers(cache) == []
+    assert server.count("/w.bin") == 1  # a hash mismatch is not retried
+
+
+def test_announced_size_mismatch_is_a_checksum_error(server, cache):
+    url = server.serve("/s.bin", payload(1000))
+    with pytest.raises(ChecksumError, match="999 bytes"):
+        hub.fetch(url, cache / "s.bin", expected_size=999)
+    assert leftovers(cache) == []
+
+
+def test_slow_server_times_out_after_retries(server, cache):
+    url = server.serve("/slow.bin", payload(50_000), delay=1.0)
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match="after 2 tries"):
+        hub.fetch(url, cache / "slow.bin", timeout=0.2, retries=1)
+    assert time.monotonic() - start < 5
+    assert server.count("/slow.bin") == 2
+    assert leftovers(cache) == []
+
+
+def test_failed_verify_leaves_nothing(server, cache):
+    url = server.serve("/v.bin", b"not what we want")
+
+    def verify(path: Path) -> None:
+        assert path.name.endswith(".incomplete")  # checked before it gets its final name
+        raise CheckpointError("bad")
+
+    with pytest.raises(CheckpointError, match="failed its check and was deleted"):
+        hub.fetch(url, cache / "v.bin", verify=verify)
+    assert leftovers(cache) == []
+
+
+# --------------------------------------------------------------------------- the cache
+
+
+def test_corrupted_cached_file_is_fetched_again(server, cache, caplog):
+    data = payload(4000)
+    url = server.serve("/c.bin", data)
+    dest = cache / "c.bin"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(data[:-1] + b"\0")
+    with caplog.at_level(logging.WARNING, logger="panns_infer"):
+        hub.fetch(url, dest, checksum=sha256(data))
+    assert dest.read_bytes() == data
+    assert server.count("/c.bin") == 1
+    assert any("bad" in r.getMessage() for r in caplog.records)
+
+
+def test_cached_file_of_wrong_size_is_fetched_again(server, cache):
+    data = payload(4000)
+    url = server.serve("/z.bin", data)
+    dest = cache / "z.bin"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(data[:100])
+    hub.fetch(url, dest, expected_size=len(data))
+    assert dest.read_bytes() == data
+
+
+def test_good_cached_file_survives_a_failing_server(server, cache):
+    data = payload(4000)
+    url = server.serve("/g.bin", data)
+    dest = hub.fetch(url, cache / "g.bin", checksum=sha256(data))
+    server.configure("/g.bin", status=500)
+    assert hub.fetch(url, dest, checksum=sha256(data)).read_bytes() == data
+    assert server.count("/g.bin") == 1
+
+
+def test_offline_uses_cached_file_without_requests(server, cache, monkeypatch):
+    data = payload(4000)
+    url = server.serve("/o.bin", data)
+    dest = cache / "o.bin"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(data)
+    monkeypatch.setenv("PANNS_INFER_OFFLINE", "1")
+    assert hub.fetch(url, dest, checksum=sha256(data)) == dest
+    assert server.requests == []
+
+
+def test_offline_without_cached_file_raises(server, cache, monkeypatch):
+    entry = registry.Checkpoint(name="T", filename="T_mAP=0.100.pth", arch="Cnn6", mAP=0.1,
+                                checksum=sha256(b"x"))
+    monkeypatch.setenv("PANNS_INFER_MIRROR", server.url("/mirror"))
+    monkeypatch.setenv("PANNS_INFER_OFFLINE", "yes")
+    with pytest.raises(OfflineError) as info:
+        hub.download(entry)
+    message = str(info.value)
+    assert str(hub.checkpoint_path(entry)) in message
+    assert "panns_infer.download('T')" in message and "panns-tag --download T" in message
+    assert "PANNS_INFER_OFFLINE" in message
+    assert isinstance(info.value, ConnectionError)
+    with pytest.raises(OfflineError, match="offline=False"):
+        hub.download(entry, offline=True)
+    monkeypatch.delenv("PANNS_INFER_OFFLINE")
+    with pytest.raises(OfflineError):
+        hub.fetch(server.url("/o.bin"), cache / "o.bin", offline=True)
+    assert server.requests == []
+    assert not (cache / "checkpoints").exists()
+
+
+def test_offline_with_corrupted_cached_file_raises(server, cache):
+    dest = cache / "b.bin"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(b"garbage")
+    with pytest.raises(OfflineError, match="deleted"):
+        hub.fetch(server.url("/b.bin"), dest, checksum=sha256(b"good"), offline=True)
+    assert server.requests == [] and not dest.exists()
+
+
+def test_stale_incomplete_files_are_removed(server, cache):
+    data = payload(100)
+    url = server.serve("/st.bin", data)
+    cache.mkdir(parents=True, exist_ok=True)
+    stale, fresh = cache / "st.bin.aaaa.incomplete", cache / "st.bin.bbbb.incomplete"
+    stale.write_bytes(b"old")
+    fresh.write_bytes(b"new")  # may belong to a live process
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(stale, (two_days_ago, two_days_ago))
+    hub.fetch(url, cache / "st.bin")
+    assert not stale.exists() and fresh.exists()
+
+
+# --------------------------------------------------------------------------- registry entries
+
+
+def test_download_pinned_entry_and_mirror(server, cache, monkeypatch):
+    data = payload(30_000)
+    entry = registry.Checkpoint(name="T", filename="T_mAP=0.100.pth", arch="Cnn6", mAP=0.1,
+                                checksum=sha256(data), size=len(data))
+    server.serve("/mirror/T_mAP%3D0.100.pth", data)
+    monkeypatch.setenv("PANNS_INFER_MIRROR", server.url("/mirror") + "/")
+    assert hub.checkpoint_url(entry) == server.url("/mirror/T_mAP%3D0.100.pth")
+    path = hub.download(entry, progress=False)
+    assert path == cache / "checkpoints" / "T_mAP=0.100.pth"
+    assert path.read_bytes() == data
+    assert [r.path for r in server.requests] == ["/mirror/T_mAP%3D0.100.pth"]
+
+
+def test_mirror_with_wrong_file_is_rejected(server, cache, monkeypatch):
+    entry = registry.Checkpoint(name="T", filename="T.pth", arch="Cnn6", mAP=0.0,
+                                checksum=sha256(payload(500, seed=1)))
+    server.serve("/mirror/T.pth", payload(500, seed=2))
+    monkeypatch.setenv("PANNS_INFER_MIRROR", server.url("/mirror"))
+    with pytest.raises(ChecksumError):
+        hub.download(entry)
+    assert leftovers(cache / "checkpoints") == []
+
+
+def test_mirror_missing_file_says_so(server, cache, monkeypatch):
+    entry = registry.Checkpoint(name="T", filename="T.pth", arch="Cnn6", mAP=0.0, checksum=sha256(b"x"))
+    monkeypatch.setenv("PANNS_INFER_MIRROR", server.url("/mirror"))
+    with pytest.raises(DownloadError, match="PANNS_INFER_MIRROR"):
+        hub.download(entry)
+    assert server.count("/mirror/T.pth") == 1
+
+
+def test_mirror_must_be_http(monkeypatch):
+    monkeypatch.setenv("PANNS_INFER_MIRROR", "/some/folder")
+    with pytest.raises(ValueError, match="PANNS_INFER_MIRROR"):
+        hub.checkpoint_url("Cnn6")
+
+
+def test_registry_names_resolve_to_zenodo_without_mirror():
+    assert hub.checkpoint_url("Cnn14") == registry.get_checkpoint("Cnn14").url
+    assert hub.checkpoint_path("cnn14_map=0.431.pth").name == "Cnn14_mAP=0.431.pth"
+    with pytest.raises(TypeError):
+        hub.download(3)  # type: ignore[arg-type]
+
+
+def test_unpinned_entry_is_verified_as_its_architecture(server, cache, monkeypatch):
+    calls = []
+
+    def fake_verify(path: Path, arch: str) -> None:
+        calls.append((path.name, arch))
+        if path.read_bytes() != b"good weights":
+            raise CheckpointError(f"{path} is not a {arch} checkpoint")
+
+    monkeypatch.setattr(hub, "_verify_unpinned", fake_verify)
+    entry = registry.Checkpoint(name="U", filename="U.pth", arch="Cnn10", mAP=0.0)
+    monkeypatch.setenv("PANNS_INFER_MIRROR", server.url("/m"))
+    server.serve("/m/U.pth", b"bad weights")
+    with pytest.raises(CheckpointError):
+        hub.download(entry)
+    assert leftovers(cache / "checkpoints") == []
+    assert calls and calls[0][1] == "Cnn10" and calls[0][0].endswith(".incomplete")
+
+    server.serve("/m/U.pth", b"good weights")
+    assert hub.download(entry).read_bytes() == b"good weights"
+    # a cached unpinned file is checked again before use, and a bad one replaced
+    hub.checkpoint_path(entry).write_bytes(b"tampered")
+    assert hub.download(entry).read_bytes() == b"good weights"
+    assert server.count("/m/U.pth") == 3
+
+
+def test_download_url_caches_by_url(server, cache):
+    data = payload(2000)
+    url = server.serve("/models/my%20net.pth", data) + "?token=1"
+    path = hub.download_url(url, sha256=hashlib.sha256(data).hexdigest())
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    assert path == cache / "urls" / digest / "my net.pth"
+    assert path.read_bytes() == data
+    assert hub.download_url(url, sha256="sha256:" + hashlib.sha256(data).hexdigest()) == path
+    assert server.count("/models/my%20net.pth") == 1
+    with pytest.raises(ChecksumError):
+        hub.download_url(server.url("/models/my%20net.pth"), sha256="0" * 64)
+    with pytest.raises(ValueError):
+        hub.download_url("ftp://example.org/x.pth")
+    with pytest.raises(ValueError):
+        hub.download_url(url, sha256="md5:" + "0" * 32)
+
+
+# --------------------------------------------------------------------------- labels
+
+
+@pytest.mark.skipif(not LABELS_CSV.is_file(), reason=f"{LABELS_CSV} is absent (../shared not checked out)")
+def test_labels_file_is_verified_by_structure(server, cache, monkeypatch):
+    good = LABELS_CSV.read_bytes()
+    monkeypatch.setattr(registry, "LABELS_URL", server.serve("/labels.csv", good))
+    path = hub.labels_file()
+    assert path == cache / "labels" / "class_labels_indices.csv"
+    assert len(read_labels_csv(path)) == 527
+    assert hub.labels_file() == path and server.count("/labels.csv") == 1
+
+    # a cached copy that fails the structure check is fetched again
+    path.write_bytes(good[: len(good) // 2])
+    assert hub.labels_file().read_bytes() == good
+    assert server.count("/labels.csv") == 2
+
+
+def test_malformed_labels_are_not_cached(server, cache, monkeypatch):
+    monkeypatch.setattr(registry, "LABELS_URL",
+                        server.serve("/labels.csv", b"index,mid,display_name\n0,/m/x,Speech\n"))
+    with pytest.raises(LabelsError, match="failed its check"):
+        hub.labels_file()
+    assert leftovers(cache / "labels") == []
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class _FakeTTY(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("progress, tty, shown", [(None, True, True), (False, True, False),
+                                                  (None, False, False), (True, False, False)])
+def test_progress_bar_only_on_a_terminal(server, cache, monkeypatch, progress, tty, shown):
+    stream = _FakeTTY() if tty else io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    url = server.serve("/p.bin", payload(3 * hub._CHUNK))
+    hub.fetch(url, cache / "p.bin", progress=progress)
+    assert ("100%" in stream.getvalue()) is shown
+
+
+# --------------------------------------------------------------------------- processes
+
+
+CHILD = textwrap.dedent("""
+    import sys
+    from panns_infer import hub
+    hub._BACKOFF_BASE = 0.001
+    url, dest, checksum = sys.argv[1:4]
+    print("ready", flush=True)
+    sys.stdin.readline()
+    print(hub.fetch(url, dest, checksum=checksum, progress=False), flush=True)
+""")
+
+
+def _child(url: str, dest: Path, checksum: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.Popen([sys.executable, "-c", CHILD, url, str(dest), checksum], cwd=REPO, env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_ready(proc: subprocess.Popen) -> None:
+    line = proc.stdout.readline()
+    if line.strip() != "ready":
+        proc.kill()
+        pytest.fail(f"child did not start: {line!r} {proc.stderr.read()}")
+
+
+def test_killed_download_leaves_no_final_file(server, cache):
+    data = payload(400_000)
+    url = server.serve("/k.bin", data, delay=0.05)  # 8 kB per 50 ms: about 2.5 s in all
+    dest = cache / "k.bin"
+    proc = _child(url, dest, sha256(data))
+    try:
+        _wait_ready(proc)
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        deadline = time.monotonic() + 15
+        partial: list[Path] = []
+        while time.monotonic() < deadline:
+            partial = [p for p in cache.glob("k.bin.*.incomplete") if p.stat().st_size > 0]
+            if partial:
+                break
+            time.sleep(0.02)
+        assert partial, "the child never started writing"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not dest.exists()
+    assert partial[0].exists()  # what a dead process leaves; never under the final name
+
+    # the killed process's lock is gone: a clean retry succeeds (and removes the stale leftover)
+    old = time.time() - 2 * 86400
+    os.utime(partial[0], (old, old))
+    server.configure("/k.bin", delay=0.0)
+    assert hub.fetch(url, dest, checksum=sha256(data), timeout=5).read_bytes() == data
+    assert leftovers(cache) == ["k.bin"]
+
+
+def _fetch_in_child(url: str, dest: str, checksum: str, go, results) -> None:
+    """Body of a forked process: wait for the start signal, fetch, report the path or the error."""
+    go.wait(30)
+    try:
+        results.put(("ok", str(hub.fetch(url, dest, checksum=checksum, progress=False))))
+    except BaseException as exc:  # report, do not hang the parent
+        results.put(("error", repr(exc)))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="uses fork")
+@pytest.mark.filterwarnings("ignore:.*multi-threaded.*fork:DeprecationWarning")
+def test_four_processes_download_once(server, cache):
+    # forked processes (hub already imported: no 2 s interpreter start each), each with its own
+    # lock handle, all released at the same moment against a server slow enough to overlap them
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    data = payload(256_000)
+    url = server.serve("/p4.bin", data, delay=0.03, chunk_size=16_384)  # about 0.5 s
+    dest = cache / "shared" / "p4.bin"
+    go, results = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_fetch_in_child, args=(url, str(dest), sha256(data), go, results))
+             for _ in range(4)]
+    try:
+        for proc in procs:
+            proc.start()
+        go.set()
+        outcomes = [results.get(timeout=60) for _ in procs]
+        for proc in procs:
+            proc.join(timeout=10)
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+    assert outcomes == [("ok", str(dest))] * 4
+    assert all(proc.exitcode == 0 for proc in procs)
+    assert dest.read_bytes() == data
+    assert server.count("/p4.bin") == 1  # one full download, the other three used its result
+    assert [r.status for r in server.records("/p4.bin")] == [200]
+    assert leftovers(dest.parent) == ["p4.bin"]
+
+
+# --------------------------------------------------------------------------- a real checkpoint
+
+
+@pytest.fixture(scope="module")
+def cnn6_bytes(tmp_path_factory) -> bytes:
+    if not (SHARED_FIXTURES / "make_checkpoint.py").is_file():
+        pytest.skip(f"{SHARED_FIXTURES} is absent: the shared fixtures are not checked out next to the repo")
+    sys.path.insert(0, str(SHARED_FIXTURES))
+    try:
+        import make_checkpoint
+    finally:
+        sys.path.remove(str(SHARED_FIXTURES))
+    _, state = make_checkpoint.build_state_dict("Cnn6")
+    path = tmp_path_factory.mktemp("ckpt") / "Cnn6.pth"
+    make_checkpoint.save(state, path, "zenodo")
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("pinned", [True, False], ids=["pinned", "unpinned"])
+def test_real_fixture_checkpoint(server, cache, monkeypatch, cnn6_bytes, pinned):
+    if not pinned:
+        pytest.importorskip("panns_infer.checkpoint", reason="panns_infer.checkpoint is not written yet")
+    entry = registry.Checkpoint(name="Cnn6", filename="Cnn6_mAP=0.343.pth", arch="Cnn6", mAP=0.343,
+                                checksum=sha256(cnn6_bytes) if pinned else None,
+                                size=len(cnn6_bytes) if pinned else None)
+    server.serve("/zenodo/Cnn6_mAP%3D0.343.pth", cnn6_bytes, reset_after=3 * hub._CHUNK, chunk_size=65536)
+    monkeypatch.setenv("PANNS_INFER_MIRROR", server.url("/zenodo"))
+    path = hub.download(entry, progress=False)
+    assert path.read_bytes() == cnn6_bytes
+    assert server.records("/zenodo/Cnn6_mAP%3D0.343.pth")[-1].status == 206  # resumed
+    if not pinned:  # the real structural check rejects a file that is not a Cnn6 checkpoint
+        server.serve("/zenodo/Cnn10_mAP%3D0.380.pth", cnn6_bytes)
+        wrong = registry.Checkpoint(name="Cnn10", filename="Cnn10_mAP=0.380.pth", arch="Cnn10", mAP=0.38)
+        with pytest.raises(CheckpointError):
+            hub.download(wrong, progress=False)
+        assert leftovers(cache / "checkpoints") == ["Cnn6_mAP=0.343.pth"]
