@@ -12,12 +12,28 @@ Tags(b=0.900, c=0.500)
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 
 __all__ = ["Tags", "Framewise", "top_k_indices"]
+
+if TYPE_CHECKING:
+    from .events import Event
+
+
+_EXPAND_LIMIT = 64 * 2 ** 20  # bytes of expanded frames that events() creates at once
+
+
+def _block_of(value: Any, columns: list[int], names: list[str]) -> Any:
+    """A per-class threshold option restricted to some columns."""
+    if isinstance(value, dict):
+        return {k: v for k, v in value.items() if k in names}
+    if np.ndim(value) == 1:
+        return np.asarray(value)[columns]
+    return value
 
 
 def top_k_indices(probabilities: np.ndarray, k: int) -> np.ndarray:
@@ -65,9 +81,12 @@ class Tags:
         return f"Tags({shown}{more})"
 
 
-@dataclass(frozen=True, repr=False)
 class Framewise:
     """Frame-level (sound event detection) result of a decision-level checkpoint.
+
+    Decision-level networks give one value per *segment* of 32 frames (0.32 s) and hold it
+    for the segment's frames; a result keeps those segment rows and expands them to frames
+    only when :attr:`probabilities` is read, so an hour of audio costs 24 MB, not 760 MB.
 
     Attributes:
         probabilities: ``(frames, classes)`` float32, one row per STFT frame.
@@ -77,11 +96,44 @@ class Framewise:
         source: the input file's path, or ``None`` for arrays.
     """
 
-    probabilities: np.ndarray
-    frame_hop: float
-    class_names: Sequence[str]
-    clipwise: np.ndarray
-    source: Optional[str] = None
+    def __init__(self, probabilities: np.ndarray, frame_hop: float, class_names: Sequence[str],
+                 clipwise: np.ndarray, source: Optional[str] = None) -> None:
+        self._rows = np.asarray(probabilities)
+        self._frames_per_row = 1
+        self.num_frames = self._rows.shape[0]
+        self.frame_hop = frame_hop
+        self.class_names = class_names
+        self.clipwise = clipwise
+        self.source = source
+        self._expanded: Optional[np.ndarray] = None
+
+    @classmethod
+    def from_segments(cls, segments: np.ndarray, *, frames_per_segment: int, num_frames: int,
+                      frame_hop: float, class_names: Sequence[str], clipwise: np.ndarray,
+                      source: Optional[str] = None) -> "Framewise":
+        """A result whose frame t holds segment ``min(t // frames_per_segment, S - 1)``."""
+        out = cls(segments, frame_hop, class_names, clipwise, source)
+        out._frames_per_row = frames_per_segment
+        out.num_frames = num_frames
+        return out
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """``(frames, classes)`` probabilities (expanded from segments on first access)."""
+        if self._expanded is None:
+            self._expanded = self._frames(slice(None))
+        return self._expanded
+
+    def _frames(self, columns: Any) -> np.ndarray:
+        if self._frames_per_row == 1:
+            return self._rows[:, columns]
+        index = np.minimum(np.arange(self.num_frames) // self._frames_per_row, len(self._rows) - 1)
+        return self._rows[index][:, columns] if isinstance(columns, slice) else self._rows[:, columns][index]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(frames, classes)``, without expanding."""
+        return (self.num_frames, self._rows.shape[1])
 
     @property
     def labels(self) -> list[str]:
@@ -91,14 +143,92 @@ class Framewise:
     @property
     def times(self) -> np.ndarray:
         """Time in seconds at the centre of each frame (frame t is centred on sample t*hop)."""
-        return np.arange(self.probabilities.shape[0]) * self.frame_hop
+        return np.arange(self.num_frames) * self.frame_hop
 
     def to_dict(self) -> dict:
         """JSON-ready dict with the frame hop, labels and the probability matrix."""
         return {"source": self.source, "frame_hop": self.frame_hop, "labels": self.labels,
                 "probabilities": self.probabilities.tolist()}
 
+    def events(self, **options: Any) -> list["Event"]:
+        """Detected sound events; see :func:`panns_infer.events.detect_events`.
+
+        Keyword options (all optional): ``threshold`` (default 0.5; a number, a mapping
+        ``{class: threshold}`` or one value per class), ``offset_threshold`` (hysteresis),
+        ``median_filter`` (seconds), ``min_duration`` and ``min_gap`` (seconds), ``classes``
+        (a subset of names) and ``duration`` (the clip's length, to clip the last offsets).
+
+        >>> import numpy as np
+        >>> fw = Framewise(np.array([[0.1], [0.7], [0.8], [0.2]]), 0.01, ["Dog"], np.array([0.8]))
+        >>> fw.events()
+        [Event(label='Dog', onset=0.01, offset=0.03, score=0.8)]
+        """
+        from .events import detect_events
+
+        names = list(self.class_names)
+        block = max(1, _EXPAND_LIMIT // max(1, 4 * self.num_frames))
+        if self._expanded is not None or block >= len(names):
+            return detect_events(self.probabilities, names, self.frame_hop, **options)
+        # A long recording: expand and detect a block of classes at a time (bounded memory).
+        wanted = options.pop("classes", None)
+        wanted = set([wanted] if isinstance(wanted, str) else wanted) if wanted is not None else None
+        found: list = []
+        for first in range(0, len(names), block):
+            columns = list(range(first, min(first + block, len(names))))
+            sub = [names[c] for c in columns]
+            if wanted is not None and not wanted.intersection(sub):
+                continue
+            per_block = {k: _block_of(v, columns, sub) for k, v in options.items()
+                         if k in ("threshold", "offset_threshold")}
+            found += detect_events(self._frames(columns), sub, self.frame_hop,
+                                   **{**options, **per_block},
+                                   classes=None if wanted is None else [n for n in sub if n in wanted])
+        return sorted(found, key=lambda e: (e.onset, e.label, e.offset))
+
+    def to_tsv(self, path: Any, *, filename: Optional[str] = None, **options: Any) -> None:
+        """Write :meth:`events` as a DCASE event list; see :func:`panns_infer.events.events_to_tsv`.
+
+        ``filename`` fills the ``filename`` column and defaults to the name of :attr:`source`;
+        the other keyword options go to :meth:`events`.
+
+        >>> fw.to_tsv("street.tsv", threshold=0.3)  # doctest: +SKIP
+        """
+        from .events import events_to_tsv
+
+        events_to_tsv(self.events(**options), path, filename=self._filename(filename, required=True))
+
+    def to_json(self, path: Any, *, filename: Optional[str] = None, **options: Any) -> None:
+        """Write :meth:`events` (not the probabilities: see :meth:`to_dict`) as JSON; see
+        :func:`panns_infer.events.events_to_json`. Options as in :meth:`to_tsv`.
+
+        >>> fw.to_json("street.json", min_duration=0.5)  # doctest: +SKIP
+        """
+        from .events import events_to_json
+
+        events_to_json(self.events(**options), path, filename=self._filename(filename, required=False))
+
+    def plot(self, path: Any, *, top_k: int = 10, logmel: Optional[np.ndarray] = None) -> Any:
+        """Save a figure of the ``top_k`` classes over time (and the log-mel above, if given);
+        see :func:`panns_infer.plot.plot_framewise`. Needs ``pip install 'panns-infer[plot]'``.
+
+        >>> fw.plot("street.png", top_k=5)  # doctest: +SKIP
+        PosixPath('street.png')
+        """
+        from .plot import plot_framewise
+
+        return plot_framewise(self, path, top_k=top_k, logmel=logmel)
+
+    def _filename(self, filename: Optional[str], *, required: bool) -> Optional[str]:
+        if filename is None and self.source is not None:
+            return os.path.basename(os.fspath(self.source))
+        if filename is None and required:
+            from .errors import InvalidArgumentError
+
+            raise InvalidArgumentError(
+                "this result has no source file; give filename= (e.g. 'street.wav') for the TSV's filename column")
+        return filename
+
     def __repr__(self) -> str:
-        frames, classes = self.probabilities.shape
+        frames, classes = self.shape
         return (f"Framewise(frames={frames}, classes={classes}, frame_hop={self.frame_hop:g}s, "
                 f"source={self.source!r})")

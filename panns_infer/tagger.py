@@ -14,14 +14,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections import defaultdict
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
-from .audio import Clip, as_clips
+from .audio import as_clips
+from .engine import Engine, Item, LongFile, ProgressCallback, expand_segments
 from .checkpoint import load_model
 from .errors import (CheckpointNotFoundError, DeviceError, DownloadError, InvalidArgumentError, LabelsError,
                      OfflineError, UnknownModelError, UnsupportedOperationError)
@@ -81,7 +81,12 @@ class AudioTagger:
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         labels: a path to an AudioSet-format label CSV, or a list of class names. By
             default the AudioSet list is used (fetched into the cache on first need).
-        batch_size: clips per forward pass.
+        batch_size: clips (or windows of long inputs) per forward pass.
+        window: inputs longer than this many seconds run as overlapping windows (10 s, the
+            training clip length), which bounds memory for recordings of any length;
+            ``None`` runs every input whole, as the reference does.
+        hop: seconds between windows, rounded down to whole 0.32 s segments (default:
+            half the window).
         sha256: checksum of a URL checkpoint (recommended).
         offline: never touch the network (default: the ``PANNS_INFER_OFFLINE`` variable).
         progress: show download progress bars (default: when stderr is a terminal).
@@ -98,6 +103,7 @@ class AudioTagger:
     def __init__(self, checkpoint: Union[PathLike, Checkpoint] = DEFAULT_CHECKPOINT, *,
                  arch: Optional[str] = None, device: Union[str, torch.device] = "auto",
                  labels: Union[PathLike, Sequence[str], None] = None, batch_size: int = 8,
+                 window: Optional[float] = 10.0, hop: Optional[float] = None,
                  sha256: Optional[str] = None, offline: Optional[bool] = None,
                  progress: Optional[bool] = None) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -111,6 +117,7 @@ class AudioTagger:
         self.model: PannsModel = load_model(path, arch=arch or (entry.arch if entry else None),
                                             filename=entry.filename if entry else None)
         self.model.to(self.device)
+        self._engine = Engine(self.model, self.device, batch_size=batch_size, window=window, hop=hop)
         self._labels_arg = labels
         self._labels: Optional[list[str]] = None
         self._labels_lock = threading.Lock()
@@ -193,33 +200,26 @@ class AudioTagger:
 
     # -- inference -----------------------------------------------------------------------------
 
-    def _run(self, clips: Sequence[Clip], outputs: Sequence[str]) -> list[dict[str, np.ndarray]]:
-        """Run the network on clips grouped by padded length; return per-clip outputs in order."""
-        groups: dict[int, list[int]] = defaultdict(list)
-        for i, clip in enumerate(clips):
-            groups[self.model.target_length(len(clip.samples))].append(i)
-        results: list[Optional[dict[str, np.ndarray]]] = [None] * len(clips)
-        frames_of = self.model.frontend_config.frames
-        with torch.inference_mode():
-            for length, members in groups.items():
-                for start in range(0, len(members), self.batch_size):
-                    chunk = members[start:start + self.batch_size]
-                    batch = np.zeros((len(chunk), length), dtype=np.float32)
-                    for row, i in enumerate(chunk):
-                        batch[row, : len(clips[i].samples)] = clips[i].samples
-                    tensor = torch.from_numpy(batch)
-                    if self.device.type == "cuda":
-                        tensor = tensor.pin_memory().to(self.device, non_blocking=True)
-                    out = self.model(tensor)
-                    arrays = {k: out[k].float().cpu().numpy() for k in outputs}
-                    for row, i in enumerate(chunk):
-                        res = {k: v[row] for k, v in arrays.items()}
-                        if "framewise_output" in res:
-                            res["framewise_output"] = res["framewise_output"][: frames_of(len(clips[i].samples))]
-                        results[i] = res
-        return results  # type: ignore[return-value]
+    def _items(self, x: Any, sample_rate: Optional[int]) -> tuple[list[Item], bool]:
+        """Inputs as clips in memory, or :class:`LongFile` for files longer than one window."""
 
-    def tag(self, x: Any, *, sample_rate: Optional[int] = None, top_k: int = 10) -> Union[Tags, list[Tags]]:
+        def long_file(el: Any) -> Optional[LongFile]:
+            if isinstance(el, (str, os.PathLike)) and Path(el).is_file():
+                return self._engine.file_item(el)
+            return None
+
+        if isinstance(x, (str, os.PathLike)):
+            item = long_file(x)
+            return ([item], True) if item else as_clips(x, sample_rate=sample_rate, target_rate=self.sample_rate)
+        if isinstance(x, (list, tuple)):
+            longs = [long_file(el) for el in x]
+            rest = [el for el, item in zip(x, longs) if item is None]
+            clips = iter(as_clips(rest, sample_rate=sample_rate, target_rate=self.sample_rate)[0])
+            return [item if item is not None else next(clips) for item in longs], False
+        return as_clips(x, sample_rate=sample_rate, target_rate=self.sample_rate)
+
+    def tag(self, x: Any, *, sample_rate: Optional[int] = None, top_k: int = 10, aggregate: str = "max",
+            callback: Optional[ProgressCallback] = None) -> Union[Tags, list[Tags]]:
         """Clip-level tags.
 
         Args:
@@ -227,6 +227,9 @@ class AudioTagger:
                 list mixing paths and 1-D arrays of any lengths.
             sample_rate: the rate of arrays/tensors (default: :attr:`sample_rate`).
             top_k: how many labels to keep in ``Tags.labels``/``Tags.scores``.
+            aggregate: how the windows of an input longer than ``window`` combine: ``"max"``
+                (a class is as present as in its strongest window) or ``"mean"``.
+            callback: called as ``callback(seconds_done, seconds_total)`` while running.
 
         Returns:
             One :class:`Tags` for one clip, a list for a batch or list.
@@ -236,15 +239,19 @@ class AudioTagger:
         """
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
             raise InvalidArgumentError(f"top_k must be a non-negative integer, got {top_k!r}")
-        clips, single = as_clips(x, sample_rate=sample_rate, target_rate=self.sample_rate)
+        items, single = self._items(x, sample_rate)
         names = self.labels
-        outs = self._run(clips, ["clipwise_output"])
+        outs = self._engine.run(items, ["clipwise_output"], aggregate=aggregate, callback=callback)
         tags = [Tags.from_probabilities(o["clipwise_output"], names, top_k=top_k, source=c.source)
-                for o, c in zip(outs, clips)]
+                for o, c in zip(outs, items)]
         return tags[0] if single else tags
 
-    def embed(self, x: Any, *, sample_rate: Optional[int] = None) -> np.ndarray:
+    def embed(self, x: Any, *, sample_rate: Optional[int] = None, aggregate: str = "mean",
+              callback: Optional[ProgressCallback] = None) -> np.ndarray:
         """Embeddings (the penultimate layer), ``(D,)`` for one clip or ``(N, D)`` for several.
+
+        An input longer than ``window`` gives the ``"mean"`` (default) or ``"max"`` of its
+        windows' embeddings.
 
         Raises:
             UnsupportedOperationError: the checkpoint is decision-level (no embedding).
@@ -256,16 +263,20 @@ class AudioTagger:
             raise UnsupportedOperationError(
                 f"{self.arch} is a decision-level model and has no embedding output; use a clip-level "
                 "checkpoint such as 'Cnn14' for embeddings")
-        clips, single = as_clips(x, sample_rate=sample_rate, target_rate=self.sample_rate)
-        outs = self._run(clips, ["embedding"])
+        items, single = self._items(x, sample_rate)
+        outs = self._engine.run(items, ["embedding"], aggregate=aggregate, callback=callback)
         if single:
             return outs[0]["embedding"]
         if not outs:
             return np.zeros((0, self.embedding_size), dtype=np.float32)
         return np.stack([o["embedding"] for o in outs])
 
-    def framewise(self, x: Any, *, sample_rate: Optional[int] = None) -> Union[Framewise, list[Framewise]]:
+    def framewise(self, x: Any, *, sample_rate: Optional[int] = None,
+                  callback: Optional[ProgressCallback] = None) -> Union[Framewise, list[Framewise]]:
         """Frame-level probabilities for sound event detection (decision-level checkpoints).
+
+        An input longer than ``window`` runs as overlapping windows whose outputs are
+        stitched keeping each window's centre; its ``clipwise`` is the max over windows.
 
         Raises:
             UnsupportedOperationError: the checkpoint is clip-level.
@@ -277,18 +288,25 @@ class AudioTagger:
             raise UnsupportedOperationError(
                 f"{self.arch} is a clip-level model without framewise output; use a sound event "
                 "detection checkpoint: 'Cnn14_DecisionLevelMax' or 'Cnn14_DecisionLevelAtt'")
-        clips, single = as_clips(x, sample_rate=sample_rate, target_rate=self.sample_rate)
+        items, single = self._items(x, sample_rate)
         names = self.labels
-        outs = self._run(clips, ["framewise_output", "clipwise_output"])
+        outs = self._engine.run(items, ["segmentwise_output", "clipwise_output"], callback=callback)
         hop = self.model.frontend_config.frame_seconds
-        results = [Framewise(o["framewise_output"], hop, names, o["clipwise_output"], c.source)
-                   for o, c in zip(outs, clips)]
+        results = [Framewise.from_segments(o["segmentwise_output"], frames_per_segment=self.model.frames_per_segment,
+                                           num_frames=o["num_frames"], frame_hop=hop, class_names=names,
+                                           clipwise=o["clipwise_output"], source=c.source)
+                   for o, c in zip(outs, items)]
         return results[0] if single else results
 
     def infer(self, x: Any, *, sample_rate: Optional[int] = None) -> list[dict[str, np.ndarray]]:
         """Every raw output of the network (``clipwise_output``, ``embedding`` or
         ``framewise_output``) for each clip, as numpy arrays; always a list.
         """
-        clips, _ = as_clips(x, sample_rate=sample_rate, target_rate=self.sample_rate)
-        keys = ["clipwise_output", "framewise_output" if self.model.has_framewise else "embedding"]
-        return self._run(clips, keys)
+        items, _ = self._items(x, sample_rate)
+        if not self.model.has_framewise:
+            return self._engine.run(items, ["clipwise_output", "embedding"])
+        outs = self._engine.run(items, ["clipwise_output", "segmentwise_output"])
+        return [{"clipwise_output": o["clipwise_output"], "framewise_output": self._frames(o)} for o in outs]
+
+    def _frames(self, out: dict) -> np.ndarray:
+        return expand_segments(out["segmentwise_output"], out["num_frames"], self.model.frames_per_segment)

@@ -111,7 +111,9 @@ class PannsModel(nn.Module):
 
     A model maps a waveform batch ``(B, N)`` at ``sample_rate`` to a dict with
     ``clipwise_output`` ``(B, classes)`` and either ``embedding`` ``(B, E)`` (clip-level
-    models) or ``framewise_output`` ``(B, T, classes)`` (decision-level models).
+    models) or ``framewise_output`` ``(B, T, classes)`` (decision-level models, which also
+    give ``segmentwise_output`` ``(B, T', classes)``, the values before each is held for
+    ``frames_per_segment`` frames).
 
     Inputs the reference cannot process are made valid first (:meth:`target_length`):
     clips shorter than ``min_samples`` are zero-padded at the end to that length (as the
@@ -124,6 +126,7 @@ class PannsModel(nn.Module):
     min_samples: int = 1
     embedding_size: Optional[int] = None
     has_framewise: bool = False
+    frames_per_segment: int = 32  # STFT frames per step of the final time axis
 
     def __init__(self, frontend: FrontEndConfig, classes: int = 527) -> None:
         super().__init__()

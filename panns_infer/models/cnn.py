@@ -54,7 +54,7 @@ CNN_CONFIGS: dict[str, CnnConfig] = {
     "Cnn14_DecisionLevelAtt": CnnConfig(_CNN14, (1, 1), 3, 2048, "att", FRONTEND_32K, 9920),
 }
 
-_FRAMEWISE_RATIO = 32  # STFT frames per final time step; hard-coded in the reference
+_FRAMEWISE_RATIO = 32  # STFT frames per final time step (a "segment"); hard-coded in the reference
 
 
 class Cnn(PannsModel):
@@ -102,5 +102,5 @@ class Cnn(PannsModel):
         else:
             clip, probs = self.att_block(h.transpose(1, 2))
             seg = probs.transpose(1, 2)
-        return {"clipwise_output": clip,
+        return {"clipwise_output": clip, "segmentwise_output": seg,
                 "framewise_output": upsample_framewise(seg, frames, _FRAMEWISE_RATIO)}

@@ -1,0 +1,206 @@
+"""Running a network over many clips: grouping by length, batching, long-recording windows.
+
+Rules that keep results exact:
+
+* Clips are grouped by the length the network will see (after short-clip padding) and only
+  equal lengths share a batch; nothing is padded to match another clip.
+* A clip no longer than the window runs whole, so its result is the reference's.
+* A longer clip runs as overlapping windows (see :mod:`panns_infer.windows`). Clip-level
+  outputs aggregate the windows (``"max"`` or ``"mean"``), segment outputs of decision-level
+  models are stitched keeping each window's centre. Files are streamed block by block, so
+  memory does not grow with their length.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Callable, Hashable, Iterable, Iterator, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from .audio import Clip
+from .errors import InvalidArgumentError
+from .models import PannsModel
+from .windows import audio_file_info, iter_windows, plan_windows, read_blocks, stitch_segments
+
+__all__ = ["LongFile", "Engine", "AGGREGATIONS", "expand_segments"]
+
+AGGREGATIONS = ("max", "mean")
+ProgressCallback = Callable[[float, float], None]
+
+
+@dataclass(frozen=True)
+class LongFile:
+    """A file longer than one window, decoded lazily.
+
+    Attributes:
+        path: the file.
+        num_samples: its length at the model's rate, from the header.
+    """
+
+    path: str
+    num_samples: int
+
+    @property
+    def source(self) -> str:
+        return self.path
+
+
+Item = Union[Clip, LongFile]
+
+
+def expand_segments(segments: np.ndarray, num_frames: int, frames_per_segment: int) -> np.ndarray:
+    """Frame-level rows from segment rows: frame t takes segment ``min(t // r, S - 1)``."""
+    index = np.minimum(np.arange(num_frames) // frames_per_segment, len(segments) - 1)
+    return segments[index]
+
+
+class Engine:
+    """Runs one model on clips and long files, batched, windowed and exact.
+
+    Args:
+        model: the network (in eval mode, on ``device``).
+        device: where batches are sent.
+        batch_size: clips (or windows) per forward pass.
+        window: window length in seconds for long inputs; ``None`` runs every input whole.
+        hop: seconds between window starts (rounded down to whole segments); default: half
+            the window.
+    """
+
+    def __init__(self, model: PannsModel, device: torch.device, *, batch_size: int,
+                 window: Optional[float], hop: Optional[float]) -> None:
+        self.model = model
+        self.device = device
+        self.batch_size = batch_size
+        rate = model.sample_rate
+        self.segment_samples = model.frontend_config.hop_size * model.frames_per_segment
+        if window is None:
+            self.window = self.hop = None
+        else:
+            if not window > 0 or (hop is not None and not 0 < hop <= window):
+                raise InvalidArgumentError(f"need window > 0 and 0 < hop <= window seconds, got "
+                                           f"window={window!r}, hop={hop!r}")
+            self.window = max(int(round(window * rate)), model.min_samples)
+            hop_samples = int(round((window / 2 if hop is None else hop) * rate))
+            self.hop = max(self.segment_samples, hop_samples // self.segment_samples * self.segment_samples)
+
+    # -- inputs --------------------------------------------------------------------------------
+
+    def is_long(self, num_samples: int) -> bool:
+        """Whether an input of this many samples runs as windows."""
+        return self.window is not None and num_samples > self.window
+
+    def file_item(self, path: Union[str, os.PathLike]) -> Optional[LongFile]:
+        """A :class:`LongFile` for a file longer than one window, else ``None``."""
+        if self.window is None:
+            return None
+        frames, rate = audio_file_info(path)
+        target = self.model.sample_rate
+        num_samples = frames if rate == target else frames * target // rate
+        return LongFile(os.fspath(path), num_samples) if self.is_long(num_samples) else None
+
+    def spans(self, num_samples: int) -> list[tuple[int, int]]:
+        if not self.is_long(num_samples):
+            return [(0, num_samples)]
+        return plan_windows(num_samples, window=self.window, hop=self.hop, align=self.segment_samples)
+
+    # -- running -------------------------------------------------------------------------------
+
+    def forward(self, jobs: Sequence[tuple[Hashable, np.ndarray]], outputs: Sequence[str]) -> dict:
+        """Run ``(key, samples)`` jobs grouped by padded length; return ``{key: {output: array}}``."""
+        groups: dict[int, list[int]] = defaultdict(list)
+        for i, (_, samples) in enumerate(jobs):
+            groups[self.model.target_length(len(samples))].append(i)
+        results: dict = {}
+        with torch.inference_mode():
+            for length, members in groups.items():
+                for start in range(0, len(members), self.batch_size):
+                    chunk = members[start:start + self.batch_size]
+                    batch = np.zeros((len(chunk), length), dtype=np.float32)
+                    for row, i in enumerate(chunk):
+                        batch[row, :len(jobs[i][1])] = jobs[i][1]
+                    tensor = torch.from_numpy(batch)
+                    if self.device.type == "cuda":
+                        tensor = tensor.pin_memory().to(self.device, non_blocking=True)
+                    out = self.model(tensor)
+                    arrays = {k: out[k].float().cpu().numpy() for k in outputs}
+                    for row, i in enumerate(chunk):
+                        results[jobs[i][0]] = {k: v[row] for k, v in arrays.items()}
+        return results
+
+    def run(self, items: Sequence[Item], outputs: Sequence[str], *, aggregate: str = "max",
+            callback: Optional[ProgressCallback] = None) -> list[dict[str, np.ndarray]]:
+        """Per-item outputs, in order.
+
+        ``outputs`` names model outputs (``clipwise_output``, ``embedding``,
+        ``segmentwise_output``; the last also adds ``num_frames``). Long items run as
+        windows: clip outputs are reduced with ``aggregate``, segments are stitched.
+        ``callback(seconds_done, seconds_total)`` is called after each batch.
+        """
+        if aggregate not in AGGREGATIONS:
+            raise InvalidArgumentError(f"aggregate must be one of {AGGREGATIONS}, got {aggregate!r}")
+        rate = self.model.sample_rate
+        total = sum(item.num_samples if isinstance(item, LongFile) else len(item.samples) for item in items)
+        done = 0
+        results: list[Optional[dict]] = [None] * len(items)
+        whole = [(i, item.samples) for i, item in enumerate(items)
+                 if isinstance(item, Clip) and not self.is_long(len(item.samples))]
+        for i, out in self.forward(whole, outputs).items():
+            results[i] = self._finish([(0, out)], outputs, len(items[i].samples), aggregate)
+        done += sum(len(samples) for _, samples in whole)
+        if callback and whole:
+            callback(done / rate, total / rate)
+        for i, item in enumerate(items):
+            if results[i] is not None:
+                continue
+            length = item.num_samples if isinstance(item, LongFile) else len(item.samples)
+            spans = self.spans(length)
+            if isinstance(item, LongFile):
+                windows = iter_windows(read_blocks(item.path, rate), spans)
+            else:
+                windows = ((k, item.samples[a:b]) for k, (a, b) in enumerate(spans))
+            pieces: list[tuple[int, dict]] = []
+            end = 0
+            for batch in _batched(windows, self.batch_size):
+                outs = self.forward(batch, outputs)
+                pieces += [(spans[k][0], outs[k]) for k, _ in batch]
+                end = spans[batch[-1][0]][0] + len(batch[-1][1])
+                if callback:
+                    callback((done + end) / rate, total / rate)
+            if not pieces:  # a header that promised audio the file does not hold
+                from .audio import read_audio
+
+                results[i] = self.run([read_audio(item.path, rate)], outputs, aggregate=aggregate)[0]
+            else:
+                results[i] = self._finish(pieces, outputs, end, aggregate)
+            done += length
+        return results  # type: ignore[return-value]
+
+    def _finish(self, pieces: list[tuple[int, dict]], outputs: Sequence[str], num_samples: int,
+                aggregate: str) -> dict[str, np.ndarray]:
+        result: dict = {}
+        reduce = np.max if aggregate == "max" else np.mean
+        for key in outputs:
+            if key == "segmentwise_output":
+                segments = [(start // self.segment_samples, out[key]) for start, out in pieces]
+                result[key] = stitch_segments(segments)
+                result["num_frames"] = self.model.frontend_config.frames(num_samples)
+            elif len(pieces) == 1:
+                result[key] = pieces[0][1][key]
+            else:
+                result[key] = reduce(np.stack([out[key] for _, out in pieces]), axis=0).astype(np.float32)
+        return result
+
+
+def _batched(jobs: Iterable[tuple[int, np.ndarray]], size: int) -> Iterator[list[tuple[int, np.ndarray]]]:
+    batch: list = []
+    for job in jobs:
+        batch.append(job)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,200 @@
+"""Long recordings: streaming decode and resampling, window plans, and stitching.
+
+A recording longer than the network's window (10 s by default, the training clip length)
+runs as overlapping windows. Files are decoded block by block and resampled in a streaming
+way that gives the same samples as resampling the whole file at once, so memory does not
+grow with the recording's length.
+
+Window starts are multiples of one *segment* (32 STFT frames, 0.32 s at every released
+rate): the decision-level networks output one value per segment, so windows then agree on
+the segment grid and their framewise outputs stitch without seams (each window keeps the
+centre of its overlaps).
+
+>>> plan_windows(100, window=40, hop=20, align=10)
+[(0, 40), (20, 60), (40, 80), (60, 100)]
+>>> plan_windows(30, window=40, hop=20, align=10)
+[(0, 30)]
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Iterable, Iterator, Optional, Sequence, Union
+
+import numpy as np
+import soundfile
+
+from .errors import AudioDecodeError, InvalidAudioError
+
+__all__ = ["plan_windows", "resample_stream", "read_blocks", "audio_file_info", "iter_windows",
+           "stitch_segments"]
+
+_BLOCK_SECONDS = 10.0
+
+
+def plan_windows(num_samples: int, *, window: int, hop: int, align: int = 1) -> list[tuple[int, int]]:
+    """Spans ``(start, end)`` covering ``num_samples`` with windows of ``window`` samples.
+
+    Starts are multiples of ``align`` stepping by ``hop`` (rounded down to ``align``, at
+    least ``align``); the last window ends at ``num_samples`` and starts at the last aligned
+    position that keeps it at least ``window`` long. An input no longer than one window is
+    one span, the whole input.
+    """
+    if num_samples <= window:
+        return [(0, num_samples)]
+    step = max(align, hop // align * align)
+    last = (num_samples - window) // align * align
+    starts = list(range(0, last, step)) + [last]
+    return [(s, num_samples if s == last else s + window) for s in starts]
+
+
+def _filter_reach(rate: int, target_rate: int) -> int:
+    """Input samples on each side that one kaiser_best output sample depends on."""
+    from resampy.filters import get_filter
+
+    window, precision, _ = get_filter("kaiser_best")
+    scale = min(1.0, target_rate / rate)
+    return int(math.ceil(len(window) / int(scale * precision))) + 2
+
+
+def resample_stream(blocks: Iterable[np.ndarray], rate: int, target_rate: int) -> Iterator[np.ndarray]:
+    """Resample a stream of 1-D float32 blocks with resampy's ``kaiser_best`` filter.
+
+    The concatenated output equals ``resampy.resample(whole_signal, rate, target_rate)``
+    (to float rounding): each piece is resampled with enough context on both sides that the
+    filter sees the same input samples, and pieces start on a grid where input and output
+    sample positions coincide.
+    """
+    if rate == target_rate:
+        yield from blocks
+        return
+    import resampy
+
+    g = math.gcd(rate, target_rate)
+    period_in, period_out = rate // g, target_rate // g
+    context = -(-_filter_reach(rate, target_rate) // period_in) * period_in
+    buffer = np.zeros(0, dtype=np.float32)
+    buffer_start = 0  # global index of buffer[0]
+    emitted = 0  # inputs before this index have had their outputs emitted
+    total = 0
+    for block in blocks:
+        buffer = np.concatenate([buffer, block.astype(np.float32, copy=False)])
+        total += len(block)
+        emit_to = (total - context) // period_in * period_in
+        if emit_to - emitted < max(period_in, rate):  # wait for at least ~1 s of new input
+            continue
+        yield _resample_piece(resampy, buffer, buffer_start, emitted, emit_to, emit_to + context,
+                              rate, target_rate, period_in, period_out, context)
+        emitted = emit_to
+        keep_from = emitted - context if emitted >= context else 0
+        buffer = buffer[keep_from - buffer_start:]
+        buffer_start = keep_from
+    final = total * target_rate // rate
+    first = emitted // period_in * period_out
+    if final > first:
+        yield _resample_piece(resampy, buffer, buffer_start, emitted, None, total, rate, target_rate,
+                              period_in, period_out, context)
+
+
+def _resample_piece(resampy, buffer: np.ndarray, buffer_start: int, emit_from: int, emit_to: Optional[int],
+                    segment_end: int, rate: int, target_rate: int, period_in: int, period_out: int,
+                    context: int) -> np.ndarray:
+    seg_start = max(0, emit_from - context)
+    segment = buffer[seg_start - buffer_start: segment_end - buffer_start]
+    out = resampy.resample(segment, rate, target_rate, filter="kaiser_best", axis=-1)
+    first = (emit_from - seg_start) // period_in * period_out
+    last = len(out) if emit_to is None else (emit_to - seg_start) // period_in * period_out
+    return np.ascontiguousarray(out[first:last], dtype=np.float32)
+
+
+def audio_file_info(path: Union[str, os.PathLike]) -> tuple[int, int]:
+    """``(frames, sample_rate)`` of an audio file, from its header.
+
+    Raises:
+        AudioDecodeError: the file is missing or not readable audio.
+    """
+    try:
+        info = soundfile.info(os.fspath(path))
+    except (soundfile.LibsndfileError, RuntimeError, OSError, TypeError, ValueError) as exc:
+        raise AudioDecodeError(f"cannot read {os.fspath(path)!r} as audio ({exc})") from None
+    return int(info.frames), int(info.samplerate)
+
+
+def read_blocks(path: Union[str, os.PathLike], target_rate: int, *,
+                block_seconds: float = _BLOCK_SECONDS) -> Iterator[np.ndarray]:
+    """Decode a file block by block to mono float32 at ``target_rate``.
+
+    Raises:
+        AudioDecodeError: the file cannot be decoded.
+        InvalidAudioError: it contains NaN or infinite samples.
+    """
+    name = os.fspath(path)
+
+    def decoded() -> Iterator[np.ndarray]:
+        try:
+            with soundfile.SoundFile(name) as f:
+                frames = max(1, int(block_seconds * f.samplerate))
+                while True:
+                    data = f.read(frames, dtype="float32", always_2d=True)
+                    if not len(data):
+                        return
+                    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+                    if not np.isfinite(mono).all():
+                        raise InvalidAudioError(f"audio file {name!r} contains NaN or infinite samples")
+                    yield np.ascontiguousarray(mono, dtype=np.float32)
+        except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
+            raise AudioDecodeError(f"cannot decode {name!r} as audio ({exc})") from None
+
+    _, rate = audio_file_info(name)
+    yield from resample_stream(decoded(), rate, target_rate)
+
+
+def iter_windows(blocks: Iterable[np.ndarray], spans: Sequence[tuple[int, int]]) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(index, samples)`` for each span as soon as the block stream covers it.
+
+    Only the samples still needed by a pending span are kept. If the stream ends early,
+    the last spans are cut to what was there (and dropped when nothing is left).
+    """
+    buffer = np.zeros(0, dtype=np.float32)
+    buffer_start = 0
+    pending = 0
+    for block in blocks:
+        buffer = np.concatenate([buffer, block])
+        while pending < len(spans) and spans[pending][1] <= buffer_start + len(buffer):
+            start, end = spans[pending]
+            yield pending, buffer[start - buffer_start:end - buffer_start].copy()
+            pending += 1
+            if pending < len(spans):
+                drop = spans[pending][0] - buffer_start
+                buffer, buffer_start = buffer[drop:], buffer_start + drop
+        if pending == len(spans):
+            return
+    available = buffer_start + len(buffer)
+    for index in range(pending, len(spans)):
+        start, end = spans[index]
+        if start < available:
+            yield index, buffer[start - buffer_start:min(end, available) - buffer_start].copy()
+
+
+def stitch_segments(pieces: Sequence[tuple[int, np.ndarray]]) -> np.ndarray:
+    """Join per-window segment outputs ``(start_segment, (S, K))`` into one ``(S_total, K)``.
+
+    Where windows overlap, each keeps the half of the overlap nearer its centre, so every
+    kept value is at least half an overlap away from a window edge (where the networks'
+    smoothing sees zero padding).
+    """
+    if len(pieces) == 1:
+        return pieces[0][1]
+    out = []
+    for i, (start, seg) in enumerate(pieces):
+        own_from = start
+        if i > 0:
+            prev_start, prev = pieces[i - 1]
+            own_from = (start + prev_start + len(prev)) // 2
+        own_to = start + len(seg)
+        if i + 1 < len(pieces):
+            next_start = pieces[i + 1][0]
+            own_to = (next_start + start + len(seg)) // 2
+        out.append(seg[own_from - start:own_to - start])
+    return np.concatenate(out)
