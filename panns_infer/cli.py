@@ -4,6 +4,8 @@
     panns-tag a.wav b.mp3 --checkpoint Cnn14_mAP=0.431.pth --format json
     panns-tag --list-models
     panns-tag --download Cnn14 Cnn14_DecisionLevelMax
+    panns-tag street.flac --checkpoint Cnn14_DecisionLevelMax --events --format tsv --plot out.png
+    panns-tag street.flac --checkpoint Wavegram_Logmel_Cnn14 --events --segment 2 --hop 1
 
 Exit status: 0 when every file was tagged, 1 when some failed (each failure is reported on
 stderr and the other files are still tagged), 2 for usage errors and setup failures (bad
@@ -15,10 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from typing import Optional, Sequence
 
-from .errors import PannsError
+from .errors import PannsError, UnsupportedOperationError
 
 __all__ = ["main", "build_parser"]
 
@@ -37,15 +40,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", help="architecture, to override detection from the checkpoint")
     p.add_argument("--labels", help="AudioSet-format label CSV (default: the cached AudioSet list)")
     p.add_argument("--top-k", "-k", type=int, default=10, help="labels to print per file (default: 10)")
-    p.add_argument("--format", "-f", choices=["text", "json"], default="text",
-                   help="text (default) or json (one JSON object per line)")
+    p.add_argument("--format", "-f", choices=["text", "json", "tsv"], default="text",
+                   help="text (default), json (one JSON object per line), or tsv (DCASE events; with --events)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=8, help="clips per forward pass (default: 8)")
     p.add_argument("--offline", action="store_true", help="never use the network (PANNS_INFER_OFFLINE=1)")
     p.add_argument("--no-progress", action="store_true", help="no download progress bars")
     p.add_argument("--list-models", action="store_true", help="list the released checkpoints and exit")
     p.add_argument("--download", nargs="+", metavar="NAME", help="download checkpoints into the cache and exit")
+    p.add_argument("--window", type=float, default=10.0,
+                   help="files longer than this many seconds run as overlapping windows (default: 10)")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sed = p.add_argument_group("sound event detection")
+    sed.add_argument("--events", action="store_true",
+                     help="print sound events instead of tags (decision-level checkpoints, or any with --segment)")
+    sed.add_argument("--segment", type=float, help="tag consecutive segments of this many seconds (timeline)")
+    sed.add_argument("--hop", type=float, help="seconds between timeline segments (default: segment / 2)")
+    sed.add_argument("--threshold", type=float, default=0.5, help="event onset threshold (default: 0.5)")
+    sed.add_argument("--offset-threshold", type=float, help="hysteresis: events last while p >= this")
+    sed.add_argument("--min-duration", type=float, default=0.0, help="drop events shorter than this (s)")
+    sed.add_argument("--min-gap", type=float, default=0.0, help="merge events closer than this (s)")
+    sed.add_argument("--median-filter", type=float, help="median filter width in seconds")
+    sed.add_argument("--plot", metavar="IMAGE",
+                     help="save a plot of the top classes over time (needs panns-infer[plot]); with "
+                          "several files, the file name is inserted before the extension")
     return p
 
 
@@ -95,26 +113,105 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     from .tagger import AudioTagger
 
+    if args.format == "tsv" and not args.events:
+        parser.error("--format tsv writes events: add --events")
     tagger = AudioTagger(args.checkpoint, arch=args.arch, device=args.device, labels=args.labels,
-                         batch_size=args.batch_size, offline=args.offline or None, progress=progress)
+                         batch_size=args.batch_size, offline=args.offline or None, progress=progress,
+                         window=args.window if args.window and args.window > 0 else None)
     _ = tagger.labels  # fail early (exit 2) when the labels cannot be had
+    if (args.events or args.plot) and not tagger.model.has_framewise and args.segment is None:
+        raise UnsupportedOperationError(
+            f"{tagger.arch} has no framewise output: use a sound event detection checkpoint "
+            "(Cnn14_DecisionLevelMax, Cnn14_DecisionLevelAtt) or add --segment SECONDS for a timeline")
+    bar = _ProgressLine(enabled=not args.no_progress and sys.stderr.isatty())
     failed = 0
+    if args.format == "tsv":
+        print("filename\tonset\toffset\tevent_label", flush=True)
     for path in args.files:
         try:
-            tags = tagger.tag(path, top_k=args.top_k)
+            _one_file(tagger, path, args, bar.for_file(path))
         except PannsError as exc:
             failed += 1
+            bar.clear()
             if args.format == "json":
                 print(json.dumps({"source": path, "error": str(exc)}), flush=True)
             print(f"panns-tag: {path}: {exc}", file=sys.stderr, flush=True)
             if args.debug:
                 logging.getLogger("panns_infer").exception("while tagging %s", path)
-            continue
-        print(json.dumps(tags.to_dict()) if args.format == "json" else _format_text(tags), flush=True)
+        bar.clear()
     if failed:
         print(f"panns-tag: {failed} of {len(args.files)} file(s) failed", file=sys.stderr)
         return EXIT_SOME_FAILED
     return EXIT_OK
+
+
+def _event_options(args: argparse.Namespace) -> dict:
+    return {"threshold": args.threshold, "offset_threshold": args.offset_threshold,
+            "min_duration": args.min_duration, "min_gap": args.min_gap, "median_filter": args.median_filter}
+
+
+def _one_file(tagger, path: str, args: argparse.Namespace, callback) -> None:
+    if not (args.events or args.plot):
+        tags = tagger.tag(path, top_k=args.top_k, callback=callback)
+        print(json.dumps(tags.to_dict()) if args.format == "json" else _format_text(tags), flush=True)
+        return
+    if args.segment is not None:
+        result = tagger.timeline(path, segment=args.segment, hop=args.hop or args.segment / 2, callback=callback)
+    else:
+        result = tagger.framewise(path, callback=callback)
+    if args.plot:
+        if args.segment is not None:
+            raise UnsupportedOperationError("--plot draws framewise output; drop --segment")
+        logmel = tagger.log_mel(path) if result.num_frames <= 60_000 else None  # up to 10 minutes
+        result.plot(_plot_path(args.plot, path, len(args.files)), top_k=args.top_k,
+                    logmel=None if logmel is None else logmel[: result.num_frames])
+    if not args.events:
+        return
+    events = result.events(**_event_options(args))
+    name = os.path.basename(path)
+    if args.format == "tsv":
+        for e in events:
+            print(f"{name}\t{e.onset:.3f}\t{e.offset:.3f}\t{e.label}")
+    elif args.format == "json":
+        print(json.dumps({"source": path, "events": [e.to_dict() for e in events]}))
+    else:
+        print(f"{path}:")
+        for e in events:
+            print(f"  {e.onset:8.2f} {e.offset:8.2f}  {e.score:.3f}  {e.label}")
+    sys.stdout.flush()
+
+
+def _plot_path(template: str, source: str, count: int) -> str:
+    if count == 1:
+        return template
+    stem, ext = os.path.splitext(template)
+    return f"{stem}_{os.path.splitext(os.path.basename(source))[0]}{ext or '.png'}"
+
+
+class _ProgressLine:
+    """A one-line progress display on stderr for long files (only on a terminal)."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self.shown = False
+
+    def for_file(self, path: str):
+        if not self.enabled:
+            return None
+
+        def update(done: float, total: float) -> None:
+            if total >= 60:  # only worth showing for long recordings
+                pct = 100.0 * done / total if total else 100.0
+                sys.stderr.write(f"\r{os.path.basename(path)}: {pct:5.1f}% ({done:.0f}/{total:.0f} s)")
+                sys.stderr.flush()
+                self.shown = True
+        return update
+
+    def clear(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+            self.shown = False
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

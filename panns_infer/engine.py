@@ -158,16 +158,11 @@ class Engine:
                 continue
             length = item.num_samples if isinstance(item, LongFile) else len(item.samples)
             spans = self.spans(length)
-            if isinstance(item, LongFile):
-                windows = iter_windows(read_blocks(item.path, rate), spans)
-            else:
-                windows = ((k, item.samples[a:b]) for k, (a, b) in enumerate(spans))
             pieces: list[tuple[int, dict]] = []
             end = 0
-            for batch in _batched(windows, self.batch_size):
-                outs = self.forward(batch, outputs)
-                pieces += [(spans[k][0], outs[k]) for k, _ in batch]
-                end = spans[batch[-1][0]][0] + len(batch[-1][1])
+            for start, stop, out in self.over_spans(item, spans, outputs):
+                pieces.append((start, out))
+                end = stop
                 if callback:
                     callback((done + end) / rate, total / rate)
             if not pieces:  # a header that promised audio the file does not hold
@@ -178,6 +173,20 @@ class Engine:
                 results[i] = self._finish(pieces, outputs, end, aggregate)
             done += length
         return results  # type: ignore[return-value]
+
+    def over_spans(self, item: Item, spans: Sequence[tuple[int, int]],
+                   outputs: Sequence[str]) -> Iterator[tuple[int, int, dict]]:
+        """Run the network on spans of one item, batched; yield ``(start, end, outputs)`` in
+        order. A :class:`LongFile` is decoded as it goes; if it ends before the spans do, the
+        last spans are cut short or left out."""
+        if isinstance(item, LongFile):
+            windows = iter_windows(read_blocks(item.path, self.model.sample_rate), spans)
+        else:
+            windows = ((k, item.samples[a:b]) for k, (a, b) in enumerate(spans))
+        for batch in _batched(windows, self.batch_size):
+            outs = self.forward(batch, outputs)
+            for k, samples in batch:
+                yield spans[k][0], spans[k][0] + len(samples), outs[k]
 
     def _finish(self, pieces: list[tuple[int, dict]], outputs: Sequence[str], num_samples: int,
                 aggregate: str) -> dict[str, np.ndarray]:

@@ -36,6 +36,7 @@ __all__ = [
     "Spectrogram",
     "LogmelFilterBank",
     "check_frontend_tensors",
+    "build_frontend_state",
 ]
 
 AMIN = 1e-10  # floor of the mel power before the log (digital silence gives -100 dB)
@@ -171,6 +172,14 @@ class LogmelFilterBank(nn.Module):
     def forward(self, power: torch.Tensor) -> torch.Tensor:
         mel = torch.matmul(power, self.melW)
         return 10.0 * torch.log10(torch.clamp(mel, min=AMIN))
+
+
+def build_frontend_state(cfg: FrontEndConfig) -> dict[str, torch.Tensor]:
+    """The three front-end tensors of a log-mel checkpoint, computed from ``cfg``."""
+    real, imag = stft_kernels(cfg)
+    return {"spectrogram_extractor.stft.conv_real.weight": torch.from_numpy(real),
+            "spectrogram_extractor.stft.conv_imag.weight": torch.from_numpy(imag),
+            "logmel_extractor.melW": torch.from_numpy(mel_filterbank(cfg))}
 
 
 def check_frontend_tensors(state: dict, cfg: FrontEndConfig, *, source: str = "checkpoint",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["Tags", "Framewise", "top_k_indices"]
+__all__ = ["Tags", "Framewise", "Timeline", "top_k_indices"]
 
 if TYPE_CHECKING:
     from .events import Event
@@ -232,3 +232,76 @@ class Framewise:
         frames, classes = self.shape
         return (f"Framewise(frames={frames}, classes={classes}, frame_hop={self.frame_hop:g}s, "
                 f"source={self.source!r})")
+
+
+@dataclass(frozen=True, repr=False)
+class Timeline:
+    """Clip-level probabilities of consecutive (overlapping) segments of a recording.
+
+    Attributes:
+        probabilities: ``(segments, classes)`` float32.
+        starts: start of each segment in seconds.
+        ends: end of each segment in seconds (the last may be shorter).
+        hop: seconds between segment starts.
+        class_names: the names of all classes, in index order.
+        source: the input file's path, or ``None`` for arrays.
+
+    For events, segment i stands for the ``hop``-long cell centred on the segment's centre,
+    ``[centre - hop/2, centre + hop/2)``; the first cell reaches back to 0 and the last one
+    on to the end of the recording.
+    """
+
+    probabilities: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    hop: float
+    class_names: Sequence[str]
+    source: Optional[str] = None
+
+    @property
+    def labels(self) -> list[str]:
+        """The class names (columns of :attr:`probabilities`)."""
+        return list(self.class_names)
+
+    @property
+    def duration(self) -> float:
+        """Seconds covered, from the first start to the last end."""
+        return float(self.ends[-1]) if len(self.ends) else 0.0
+
+    def events(self, **options: Any) -> list["Event"]:
+        """Events over the timeline, as for :meth:`Framewise.events` (same options).
+
+        >>> import numpy as np
+        >>> tl = Timeline(np.array([[0.1], [0.9], [0.8]]), np.array([0., 1, 2]), np.array([2., 3, 4]), 1.0, ["Dog"])
+        >>> tl.events()
+        [Event(label='Dog', onset=1.5, offset=4.0, score=0.9)]
+        """
+        from .events import Event, detect_events
+
+        if not len(self.starts):
+            return []
+        shift = float(self.ends[0] - self.starts[0]) / 2 - self.hop / 2  # cell k starts at k*hop + shift
+        found = detect_events(self.probabilities, list(self.class_names), self.hop, **options)
+        last = len(self.starts) * self.hop - 1e-9
+        out = []
+        for e in found:
+            onset = 0.0 if e.onset <= 1e-9 else max(0.0, e.onset + shift)
+            offset = self.duration if e.offset >= last else min(self.duration, e.offset + shift)
+            out.append(Event(e.label, round(onset, 6), round(offset, 6), e.score))
+        return out
+
+    def to_tsv(self, path: Any, *, filename: Optional[str] = None, **options: Any) -> None:
+        """Write :meth:`events` as a DCASE event list (``filename onset offset event_label``)."""
+        from .events import events_to_tsv
+
+        events_to_tsv(self.events(**options), path, filename=Framewise._filename(self, filename, required=True))
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict: segment times, labels, probabilities."""
+        return {"source": self.source, "hop": self.hop, "starts": self.starts.tolist(),
+                "ends": self.ends.tolist(), "labels": self.labels,
+                "probabilities": self.probabilities.tolist()}
+
+    def __repr__(self) -> str:
+        return (f"Timeline(segments={len(self.starts)}, classes={self.probabilities.shape[1]}, "
+                f"hop={self.hop:g}s, source={self.source!r})")

@@ -28,7 +28,8 @@ from .errors import (CheckpointNotFoundError, DeviceError, DownloadError, Invali
 from .labels import check_labels, read_labels_csv
 from .models import PannsModel
 from .registry import DEFAULT_CHECKPOINT, Checkpoint, get_checkpoint
-from .results import Framewise, Tags
+from .results import Framewise, Tags, Timeline
+from .windows import grid_spans
 
 __all__ = ["AudioTagger", "resolve_device"]
 
@@ -297,6 +298,55 @@ class AudioTagger:
                                            clipwise=o["clipwise_output"], source=c.source)
                    for o, c in zip(outs, items)]
         return results[0] if single else results
+
+    def timeline(self, x: Any, *, segment: float = 2.0, hop: float = 1.0, sample_rate: Optional[int] = None,
+                 callback: Optional[ProgressCallback] = None) -> Union[Timeline, list[Timeline]]:
+        """Tag consecutive segments: a ``(segments, classes)`` probability timeline.
+
+        Works with any checkpoint (its clip-level output is used). Segment k covers
+        ``[k*hop, k*hop + segment)`` seconds; the last one ends with the recording. Files are
+        streamed, so memory does not grow with their length.
+
+        >>> AudioTagger("Wavegram_Logmel_Cnn14").timeline("street.flac", segment=2.0, hop=1.0)  # doctest: +SKIP
+        Timeline(segments=59, classes=527, hop=1s, source='street.flac')
+        """
+        if not (isinstance(segment, (int, float)) and isinstance(hop, (int, float)) and 0 < hop <= segment):
+            raise InvalidArgumentError(f"need 0 < hop <= segment seconds, got segment={segment!r}, hop={hop!r}")
+        rate = self.sample_rate
+        seg_samples, hop_samples = max(1, int(round(segment * rate))), max(1, int(round(hop * rate)))
+        items, single = self._items(x, sample_rate)
+        names = self.labels
+        results = []
+        for item in items:
+            length = item.num_samples if isinstance(item, LongFile) else len(item.samples)
+            spans = grid_spans(length, segment=seg_samples, hop=hop_samples)
+            rows, starts, ends = [], [], []
+            for start, end, out in self._engine.over_spans(item, spans, ["clipwise_output"]):
+                rows.append(out["clipwise_output"])
+                starts.append(start / rate)
+                ends.append(end / rate)
+                if callback:
+                    callback(end / rate, length / rate)
+            results.append(Timeline(np.stack(rows) if rows else np.zeros((0, len(names)), np.float32),
+                                    np.array(starts), np.array(ends), hop_samples / rate, names, item.source))
+        return results[0] if single else results
+
+    def log_mel(self, x: Any, *, sample_rate: Optional[int] = None) -> np.ndarray:
+        """The log-mel spectrogram (dB, before the network's normalisation) of one clip,
+        ``(frames, mel_bins)``: the picture the network sees, e.g. for :meth:`Framewise.plot`.
+
+        Raises:
+            UnsupportedOperationError: the checkpoint is a waveform-only network.
+        """
+        if not hasattr(self.model, "logmel_extractor"):
+            raise UnsupportedOperationError(f"{self.arch} reads the waveform directly and has no log-mel front end")
+        clips, single = as_clips(x, sample_rate=sample_rate, target_rate=self.sample_rate)
+        if not single:
+            raise InvalidArgumentError("log_mel() takes one clip (a path or a 1-D array)")
+        with torch.inference_mode():
+            wave = torch.from_numpy(np.pad(clips[0].samples, (0, max(0, 513 - len(clips[0].samples)))))
+            spec = self.model.spectrogram_extractor(wave[None].to(self.device))
+            return self.model.logmel_extractor(spec)[0, 0].cpu().numpy()
 
     def infer(self, x: Any, *, sample_rate: Optional[int] = None) -> list[dict[str, np.ndarray]]:
         """Every raw output of the network (``clipwise_output``, ``embedding`` or

@@ -27,7 +27,7 @@ import soundfile
 
 from .errors import AudioDecodeError, InvalidAudioError
 
-__all__ = ["plan_windows", "resample_stream", "read_blocks", "audio_file_info", "iter_windows",
+__all__ = ["plan_windows", "grid_spans", "resample_stream", "read_blocks", "audio_file_info", "iter_windows",
            "stitch_segments"]
 
 _BLOCK_SECONDS = 10.0
@@ -47,6 +47,17 @@ def plan_windows(num_samples: int, *, window: int, hop: int, align: int = 1) -> 
     last = (num_samples - window) // align * align
     starts = list(range(0, last, step)) + [last]
     return [(s, num_samples if s == last else s + window) for s in starts]
+
+
+def grid_spans(num_samples: int, *, segment: int, hop: int) -> list[tuple[int, int]]:
+    """Consecutive segments ``[k*hop, k*hop + segment)`` (the last cut at the end), enough to
+    cover the input; one span for an input no longer than a segment.
+
+    >>> grid_spans(10, segment=4, hop=3)
+    [(0, 4), (3, 7), (6, 10)]
+    """
+    count = 1 + max(0, -(-(num_samples - segment) // hop))
+    return [(k * hop, min(k * hop + segment, num_samples)) for k in range(count)]
 
 
 def _filter_reach(rate: int, target_rate: int) -> int:

@@ -76,3 +76,38 @@ def test_console_script_runs_as_a_new_process(cnn6, labels_csv, tmp_path):
                            str(labels_csv), "-k", "1"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"{wav}:")
+
+
+@pytest.fixture(scope="module")
+def sed_ckpt(fixture_checkpoint):
+    return str(fixture_checkpoint("Cnn14_DecisionLevelMax", name="Cnn14_DecisionLevelMax.pth"))
+
+
+@requires_fixtures
+def test_events_as_dcase_tsv_and_plot(sed_ckpt, labels_csv, tmp_path, capsys):
+    wav = _wav(tmp_path / "street.wav", seconds=3.0)
+    image = tmp_path / "street.png"
+    code = main([wav, "-c", sed_ckpt, "--labels", str(labels_csv), "--events", "--format", "tsv",
+                 "--threshold", "0.6", "--min-duration", "0.3", "--plot", str(image)])
+    assert code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "filename\tonset\toffset\tevent_label" and len(lines) > 1
+    for line in lines[1:]:
+        name, onset, offset, label = line.split("\t")
+        assert name == "street.wav" and 0 <= float(onset) < float(offset) <= 3.01 and label
+        assert float(offset) - float(onset) >= 0.3
+    pytest.importorskip("matplotlib")
+    assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@requires_fixtures
+def test_events_need_a_sed_checkpoint_or_a_timeline(cnn6, labels_csv, tmp_path, capsys):
+    wav = _wav(tmp_path / "a.wav", seconds=3.0)
+    assert main([wav, "-c", cnn6, "--labels", str(labels_csv), "--events"]) == 2
+    assert "--segment" in capsys.readouterr().err
+    assert main([wav, "-c", cnn6, "--labels", str(labels_csv), "--events", "--segment", "1",
+                 "--hop", "0.5", "--format", "json", "--threshold", "0.5"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["source"] == wav and all(0 <= e["onset"] < e["offset"] <= 3.0 for e in record["events"])
+    with pytest.raises(SystemExit):
+        main([wav, "-c", cnn6, "--labels", str(labels_csv), "--format", "tsv"])

@@ -189,3 +189,19 @@ def test_checkpoint_resolution_errors(tmp_path):
         AudioTagger("Cnn15")
     with pytest.raises(OfflineError):
         AudioTagger("Cnn14", offline=True)
+
+
+def test_timeline_tags_consecutive_segments(cnn14):
+    x = _noise(32000 * 5, seed=9)
+    tl = cnn14.timeline(x, segment=2.0, hop=1.0)
+    assert tl.probabilities.shape == (4, 527)
+    np.testing.assert_allclose(tl.starts, [0, 1, 2, 3]) and np.testing.assert_allclose(tl.ends, [2, 3, 4, 5])
+    for k in range(4):
+        whole = cnn14.tag(x[32000 * k: 32000 * (k + 2)]).probabilities
+        assert np.abs(tl.probabilities[k] - whole).max() <= 1e-5
+    events = tl.events(threshold=0.5)
+    assert all(0 <= e.onset < e.offset <= 5.0 for e in events)
+    short = cnn14.timeline(_noise(1000), segment=2.0, hop=1.0)
+    assert short.probabilities.shape == (1, 527) and short.ends[0] == pytest.approx(1000 / 32000)
+    with pytest.raises(InvalidArgumentError):
+        cnn14.timeline(x, segment=1.0, hop=2.0)
