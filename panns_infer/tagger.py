@@ -88,6 +88,8 @@ class AudioTagger:
             ``None`` runs every input whole, as the reference does.
         hop: seconds between windows, rounded down to whole 0.32 s segments (default:
             half the window).
+        precision: ``"fp32"`` (default; equal to the reference), or on CUDA ``"tf32"``,
+            ``"fp16"`` or ``"bf16"`` for speed, with the tolerances the README gives.
         sha256: checksum of a URL checkpoint (recommended).
         offline: never touch the network (default: the ``PANNS_INFER_OFFLINE`` variable).
         progress: show download progress bars (default: when stderr is a terminal).
@@ -104,7 +106,7 @@ class AudioTagger:
     def __init__(self, checkpoint: Union[PathLike, Checkpoint] = DEFAULT_CHECKPOINT, *,
                  arch: Optional[str] = None, device: Union[str, torch.device] = "auto",
                  labels: Union[PathLike, Sequence[str], None] = None, batch_size: int = 8,
-                 window: Optional[float] = 10.0, hop: Optional[float] = None,
+                 window: Optional[float] = 10.0, hop: Optional[float] = None, precision: str = "fp32",
                  sha256: Optional[str] = None, offline: Optional[bool] = None,
                  progress: Optional[bool] = None) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -118,7 +120,8 @@ class AudioTagger:
         self.model: PannsModel = load_model(path, arch=arch or (entry.arch if entry else None),
                                             filename=entry.filename if entry else None)
         self.model.to(self.device)
-        self._engine = Engine(self.model, self.device, batch_size=batch_size, window=window, hop=hop)
+        self._engine = Engine(self.model, self.device, batch_size=batch_size, window=window, hop=hop,
+                              precision=precision)
         self._labels_arg = labels
         self._labels: Optional[list[str]] = None
         self._labels_lock = threading.Lock()

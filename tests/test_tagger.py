@@ -205,3 +205,12 @@ def test_timeline_tags_consecutive_segments(cnn14):
     assert short.probabilities.shape == (1, 527) and short.ends[0] == pytest.approx(1000 / 32000)
     with pytest.raises(InvalidArgumentError):
         cnn14.timeline(x, segment=1.0, hop=2.0)
+
+
+def test_precision_options(fixture_checkpoint):
+    path = fixture_checkpoint("Cnn14")
+    with pytest.raises(InvalidArgumentError, match="one of"):
+        AudioTagger(path, device="cpu", precision="fp8")
+    if not torch.cuda.is_available():
+        with pytest.raises(InvalidArgumentError, match="needs a CUDA device"):
+            AudioTagger(path, device="cpu", precision="fp16")
