@@ -710,3 +710,50 @@ def labels_file(*, offline: Optional[bool] = None, progress: Optional[bool] = No
     return _fetch(url, cache_dir() / "labels" / LABELS_FILENAME, checksum=None, expected_size=None,
                   verify=_verify_labels, offline=offline, progress=progress, timeout=30.0,
                   retries=5, how="run panns_infer.hub.labels_file()")
+
+
+def _looks_like_checkpoint_file(text: str) -> bool:
+    return text.endswith((".pth", ".pt", ".ckpt", ".bin"))
+
+
+def resolve_checkpoint(checkpoint: Union[str, os.PathLike, registry.Checkpoint], *, sha256: Optional[str] = None,
+                       offline: Optional[bool] = None,
+                       progress: Optional[bool] = None) -> tuple[Path, Optional[registry.Checkpoint]]:
+    """A local file for any checkpoint reference, and its registry entry if it has one.
+
+    Accepts an existing path, an http(s) URL (cached by URL; give ``sha256``), a registry
+    name such as ``"Cnn14"`` or a released file name such as ``"Cnn14_mAP=0.431.pth"``
+    (downloaded once into the cache), or a :class:`~panns_infer.registry.Checkpoint`.
+
+    Raises:
+        UnknownModelError: a bare name that is neither a file nor in the registry.
+        CheckpointNotFoundError: a path that does not exist.
+        DownloadError, ChecksumError, OfflineError: when fetching fails.
+
+    >>> import tempfile, pathlib
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "mine.pth"; _ = f.write_bytes(b"x")
+    >>> resolve_checkpoint(f) == (f, None)
+    True
+    """
+    from .errors import CheckpointNotFoundError, InvalidArgumentError, UnknownModelError
+
+    if isinstance(checkpoint, registry.Checkpoint):
+        return download(checkpoint, offline=offline, progress=progress), checkpoint
+    if not isinstance(checkpoint, (str, os.PathLike)):
+        raise InvalidArgumentError(f"checkpoint must be a name, path or URL, got {type(checkpoint).__name__}")
+    text = os.fspath(checkpoint)
+    if text.startswith(("http://", "https://")):
+        return download_url(text, sha256=sha256, offline=offline, progress=progress), None
+    if Path(text).exists():
+        return Path(text), None
+    if not (os.sep in text or "/" in text):  # a bare name: registry name or released file name
+        try:
+            entry = registry.get_checkpoint(text)
+        except UnknownModelError:
+            if not _looks_like_checkpoint_file(text):
+                raise
+        else:
+            return download(entry, offline=offline, progress=progress), entry
+    raise CheckpointNotFoundError(
+        f"checkpoint file {text!r} does not exist; pass an existing .pth file, a registry name "
+        "(see panns_infer.list_models()) or an http(s) URL")

@@ -21,13 +21,13 @@ import numpy as np
 import torch
 
 from .audio import as_clips
-from .engine import Engine, Item, LongFile, ProgressCallback, expand_segments
 from .checkpoint import load_model
-from .errors import (CheckpointNotFoundError, DeviceError, DownloadError, InvalidArgumentError, LabelsError,
-                     OfflineError, UnknownModelError, UnsupportedOperationError)
+from .engine import Engine, Item, LongFile, ProgressCallback, expand_segments
+from .errors import (DeviceError, DownloadError, InvalidArgumentError, LabelsError, OfflineError,
+                     UnsupportedOperationError)
 from .labels import check_labels, read_labels_csv
 from .models import PannsModel
-from .registry import DEFAULT_CHECKPOINT, Checkpoint, get_checkpoint
+from .registry import DEFAULT_CHECKPOINT, Checkpoint
 from .results import Framewise, Tags, Timeline
 from .windows import grid_spans
 
@@ -64,10 +64,6 @@ def resolve_device(device: Union[str, torch.device]) -> torch.device:
     elif dev.type != "cpu":
         raise DeviceError(f"device {device!r} is not supported; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
     return dev
-
-
-def _looks_like_path(text: str) -> bool:
-    return text.endswith((".pth", ".pt", ".ckpt", ".bin"))
 
 
 class AudioTagger:
@@ -115,7 +111,9 @@ class AudioTagger:
         self.batch_size = batch_size
         self._offline = offline
         self._progress = progress
-        path, entry = self._resolve_checkpoint(checkpoint, sha256)
+        from . import hub  # imported here: requests is only needed when something may be downloaded
+
+        path, entry = hub.resolve_checkpoint(checkpoint, sha256=sha256, offline=offline, progress=progress)
         self.checkpoint_path = path
         self.model: PannsModel = load_model(path, arch=arch or (entry.arch if entry else None),
                                             filename=entry.filename if entry else None)
@@ -129,30 +127,6 @@ class AudioTagger:
             self._labels = self._load_labels()
 
     # -- construction helpers ------------------------------------------------------------------
-
-    def _resolve_checkpoint(self, checkpoint: Any, sha256: Optional[str]) -> tuple[Path, Optional[Checkpoint]]:
-        from . import hub  # imported here: only needed when something may be downloaded
-
-        if isinstance(checkpoint, Checkpoint):
-            return hub.download(checkpoint, offline=self._offline, progress=self._progress), checkpoint
-        if not isinstance(checkpoint, (str, os.PathLike)):
-            raise InvalidArgumentError(f"checkpoint must be a name, path or URL, got {type(checkpoint).__name__}")
-        text = os.fspath(checkpoint)
-        if text.startswith(("http://", "https://")):
-            return hub.download_url(text, sha256=sha256, offline=self._offline, progress=self._progress), None
-        if Path(text).exists():
-            return Path(text), None
-        if not (os.sep in text or "/" in text):  # a bare name: registry name or released file name
-            try:
-                entry = get_checkpoint(text)
-            except UnknownModelError:
-                if not _looks_like_path(text):
-                    raise
-            else:
-                return hub.download(entry, offline=self._offline, progress=self._progress), entry
-        raise CheckpointNotFoundError(
-            f"checkpoint file {text!r} does not exist; pass an existing .pth file, a registry name "
-            "(see panns_infer.list_models()) or an http(s) URL")
 
     def _load_labels(self) -> list[str]:
         arg = self._labels_arg
