@@ -24,7 +24,7 @@ import sys, json, time
 from panns_infer import AudioTagger
 path, ckpt, labels = sys.argv[1:4]
 t0 = time.perf_counter()
-tagger = AudioTagger(ckpt, arch="Cnn14_DecisionLevelMax", device="cpu", labels=labels, batch_size=4)
+tagger = AudioTagger(ckpt, arch="Cnn14_DecisionLevelMax", device="cpu", labels=labels, batch_size=2)
 tags = tagger.tag(path, top_k=5)
 fw = tagger.framewise(path)
 events = fw.events(threshold=0.5)

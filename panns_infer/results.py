@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .events import Event
 
 
-_EXPAND_LIMIT = 64 * 2 ** 20  # bytes of expanded frames that events() creates at once
+_EXPAND_LIMIT = 16 * 2 ** 20  # bytes of expanded frames that events() creates at once
 
 
 def _block_of(value: Any, columns: list[int], names: list[str]) -> Any:

@@ -46,8 +46,10 @@ class ConvBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = F.relu(self.bn2(self.conv2(x)))
+        # In-place ReLU on the BN output (which nothing else holds) saves a feature map of
+        # memory per layer; autograd allows it, since BN's backward needs its input only.
+        x = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        x = F.relu(self.bn2(self.conv2(x)), inplace=True)
         return _avg_pool(x, self.pool)
 
 
@@ -61,7 +63,7 @@ class ConvBlock5x5(nn.Module):
         self.bn1 = nn.BatchNorm2d(cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _avg_pool(F.relu(self.bn1(self.conv1(x))), self.pool)
+        return _avg_pool(F.relu(self.bn1(self.conv1(x)), inplace=True), self.pool)
 
 
 class AttBlock(nn.Module):
