@@ -23,9 +23,8 @@ import os
 from typing import Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
-import soundfile
 
-from .errors import AudioDecodeError, InvalidAudioError
+from .audio import decode_blocks, probe_file
 
 __all__ = ["plan_windows", "grid_spans", "resample_stream", "read_blocks", "audio_file_info", "iter_windows",
            "stitch_segments"]
@@ -120,16 +119,14 @@ def _resample_piece(resampy, buffer: np.ndarray, buffer_start: int, emit_from: i
 
 
 def audio_file_info(path: Union[str, os.PathLike]) -> tuple[int, int]:
-    """``(frames, sample_rate)`` of an audio file, from its header.
+    """``(frames, sample_rate)`` of an audio file, from its header, as checked by
+    :func:`panns_infer.audio.probe_file` (rate in 1 kHz..1 MHz, frames capped by the file size).
 
     Raises:
         AudioDecodeError: the file is missing or not readable audio.
+        InvalidAudioError: its sample rate is out of range.
     """
-    try:
-        info = soundfile.info(os.fspath(path))
-    except (soundfile.LibsndfileError, RuntimeError, OSError, TypeError, ValueError) as exc:
-        raise AudioDecodeError(f"cannot read {os.fspath(path)!r} as audio ({exc})") from None
-    return int(info.frames), int(info.samplerate)
+    return probe_file(path)
 
 
 def read_blocks(path: Union[str, os.PathLike], target_rate: int, *,
@@ -138,27 +135,11 @@ def read_blocks(path: Union[str, os.PathLike], target_rate: int, *,
 
     Raises:
         AudioDecodeError: the file cannot be decoded.
-        InvalidAudioError: it contains NaN or infinite samples.
+        InvalidAudioError: it contains NaN, infinite or out-of-range samples.
     """
-    name = os.fspath(path)
-
-    def decoded() -> Iterator[np.ndarray]:
-        try:
-            with soundfile.SoundFile(name) as f:
-                frames = max(1, int(block_seconds * f.samplerate))
-                while True:
-                    data = f.read(frames, dtype="float32", always_2d=True)
-                    if not len(data):
-                        return
-                    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-                    if not np.isfinite(mono).all():
-                        raise InvalidAudioError(f"audio file {name!r} contains NaN or infinite samples")
-                    yield np.ascontiguousarray(mono, dtype=np.float32)
-        except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
-            raise AudioDecodeError(f"cannot decode {name!r} as audio ({exc})") from None
-
-    _, rate = audio_file_info(name)
-    yield from resample_stream(decoded(), rate, target_rate)
+    _, rate = probe_file(path)
+    blocks = decode_blocks(path, block_samples=max(1, int(block_seconds * rate)))
+    yield from resample_stream(blocks, rate, target_rate)
 
 
 def iter_windows(blocks: Iterable[np.ndarray], spans: Sequence[tuple[int, int]]) -> Iterator[tuple[int, np.ndarray]]:
