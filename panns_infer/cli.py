@@ -2,10 +2,18 @@
 
     panns-tag dog.flac --checkpoint Cnn14 --top-k 5
     panns-tag a.wav b.mp3 --checkpoint Cnn14_mAP=0.431.pth --format json
+    panns-tag ~/field_recordings --recursive --output tags.jsonl          # a corpus; re-run to resume
+    panns-tag @manifest.txt --embeddings emb.npz --output tags.csv
     panns-tag --list-models
     panns-tag --download Cnn14 Cnn14_DecisionLevelMax
     panns-tag street.flac --checkpoint Cnn14_DecisionLevelMax --events --format tsv --plot out.png
     panns-tag street.flac --checkpoint Wavegram_Logmel_Cnn14 --events --segment 2 --hop 1
+
+Inputs are files, directories (``--recursive`` for subfolders), globs and ``@manifest`` files
+(see :func:`panns_infer.corpus.discover`). Without ``--output`` results go to stdout (text,
+json, or DCASE tsv with ``--events``); with ``--output FILE`` (``.jsonl``, ``.csv``, or
+``.tsv`` for events) and/or ``--embeddings FILE`` (``.npz``, ``.npy``) they are appended and
+fsynced as they come, and a re-run skips the files already done (same path, size, mtime).
 
 Exit status: 0 when every file was tagged, 1 when some failed (each failure is reported on
 stderr and the other files are still tagged), 2 for usage errors and setup failures (bad
@@ -19,9 +27,13 @@ import json
 import logging
 import os
 import sys
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from .errors import PannsError, UnsupportedOperationError
+
+if TYPE_CHECKING:
+    from .corpus import EmbeddingStore, FileResult, RecordFile
+    from .tagger import AudioTagger
 
 __all__ = ["main", "build_parser"]
 
@@ -34,23 +46,41 @@ def build_parser() -> argparse.ArgumentParser:
         prog="panns-tag",
         description="Tag audio files with a PANNs checkpoint (AudioSet, 527 classes).",
     )
-    p.add_argument("files", nargs="*", metavar="FILE", help="audio files (any format libsndfile reads)")
+    p.add_argument("files", nargs="*", metavar="INPUT",
+                   help="audio files (any format libsndfile reads), directories, globs, or @MANIFEST "
+                        "(a text file of paths, one per line)")
     p.add_argument("--checkpoint", "-c", default="Cnn14",
                    help="registry name (see --list-models), checkpoint file, or URL (default: Cnn14)")
     p.add_argument("--arch", help="architecture, to override detection from the checkpoint")
     p.add_argument("--labels", help="AudioSet-format label CSV (default: the cached AudioSet list)")
     p.add_argument("--top-k", "-k", type=int, default=10, help="labels to print per file (default: 10)")
-    p.add_argument("--format", "-f", choices=["text", "json", "tsv"], default="text",
-                   help="text (default), json (one JSON object per line), or tsv (DCASE events; with --events)")
+    p.add_argument("--format", "-f", choices=["text", "json", "jsonl", "csv", "tsv"], default=None,
+                   help="stdout: text (default), json (one JSON object per line) or tsv (DCASE events, with "
+                        "--events); --output: jsonl, csv or tsv (default: from its extension)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=8, help="clips per forward pass (default: 8)")
     p.add_argument("--offline", action="store_true", help="never use the network (PANNS_INFER_OFFLINE=1)")
-    p.add_argument("--no-progress", action="store_true", help="no download progress bars")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (downloads, files)")
     p.add_argument("--list-models", action="store_true", help="list the released checkpoints and exit")
     p.add_argument("--download", nargs="+", metavar="NAME", help="download checkpoints into the cache and exit")
     p.add_argument("--window", type=float, default=10.0,
                    help="files longer than this many seconds run as overlapping windows (default: 10)")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    corpus = p.add_argument_group("corpora")
+    corpus.add_argument("--recursive", "-r", action="store_true", help="read the subfolders of directories too")
+    corpus.add_argument("--extensions", metavar="LIST",
+                        help="comma-separated extensions to pick in directories and globs (default: every "
+                             "format libsndfile reads: wav,flac,ogg,opus,mp3,aiff,...)")
+    corpus.add_argument("--output", "-o", metavar="FILE",
+                        help="write one record per file to FILE (.jsonl, .csv; .tsv for --events), appending "
+                             "as files finish; a re-run skips the files already done")
+    corpus.add_argument("--embeddings", metavar="FILE", help="also save embeddings: FILE.npz (paths, embeddings, "
+                        "sizes, mtimes) or FILE.npy (with FILE.npy.paths.txt)")
+    corpus.add_argument("--full", action="store_true", help="add every class's probability to json/jsonl/csv records")
+    corpus.add_argument("--overwrite", action="store_true",
+                        help="start --output and --embeddings afresh instead of resuming")
+    corpus.add_argument("--workers", type=int, default=None,
+                        help="threads decoding ahead of the network (default: min(8, CPUs); 0: none)")
     sed = p.add_argument_group("sound event detection")
     sed.add_argument("--events", action="store_true",
                      help="print sound events instead of tags (decision-level checkpoints, or any with --segment)")
@@ -110,11 +140,20 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return EXIT_USAGE
     if args.top_k < 0:
         parser.error("--top-k must be >= 0")
+    if args.workers is not None and args.workers < 0:
+        parser.error("--workers must be >= 0")
+    out_format = _check_options(args, parser)
+
+    from .corpus import discover
+
+    extensions = None if not args.extensions else [e.strip() for e in args.extensions.split(",") if e.strip()]
+    files = discover(args.files, recursive=args.recursive, extensions=extensions)
+    if not files:
+        print(f"panns-tag: error: no audio files found in {' '.join(args.files)}", file=sys.stderr)
+        return EXIT_USAGE
 
     from .tagger import AudioTagger
 
-    if args.format == "tsv" and not args.events:
-        parser.error("--format tsv writes events: add --events")
     tagger = AudioTagger(args.checkpoint, arch=args.arch, device=args.device, labels=args.labels,
                          batch_size=args.batch_size, offline=args.offline or None, progress=progress,
                          window=args.window if args.window and args.window > 0 else None)
@@ -123,26 +162,191 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         raise UnsupportedOperationError(
             f"{tagger.arch} has no framewise output: use a sound event detection checkpoint "
             "(Cnn14_DecisionLevelMax, Cnn14_DecisionLevelAtt) or add --segment SECONDS for a timeline")
+    if args.events or args.plot:
+        if out_format is not None:
+            return _events_to_file(tagger, files, args, out_format)
+        return _events_to_stdout(tagger, files, args)
+    return _tag_files(tagger, files, args, out_format)
+
+
+def _check_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Optional[str]:
+    """Check the output options; return the --output format (None: stdout)."""
+    from .corpus import record_format
+
+    fmt = args.format
+    if args.output is None:
+        if fmt in ("jsonl", "csv"):
+            parser.error(f"--format {fmt} writes a file: add --output FILE")
+        if fmt == "tsv" and not args.events:
+            parser.error("--format tsv writes events: add --events")
+        if args.full and fmt != "json":
+            parser.error("--full adds probabilities to records: use --format json or --output FILE.jsonl/.csv")
+        out = None
+    else:
+        by_ext = record_format(args.output)
+        wanted = {"json": "jsonl", "text": None}.get(fmt, fmt) if fmt else by_ext
+        if fmt == "text" or wanted is None:
+            parser.error(f"cannot tell the format of --output {args.output!r}: name it .jsonl, .csv or .tsv, or "
+                         "add --format jsonl|csv|tsv")
+        if fmt and by_ext and by_ext != wanted:
+            parser.error(f"--format {fmt} does not match --output {args.output!r}")
+        if wanted == "tsv" and not args.events:
+            parser.error("a .tsv output holds events: add --events (or write .jsonl or .csv)")
+        if args.events and wanted == "csv":
+            parser.error("events are written to .tsv (DCASE) or .jsonl, not .csv")
+        if args.full and wanted == "tsv":
+            parser.error("--full adds probabilities to records: use a .jsonl or .csv output")
+        out = wanted
+    if args.plot and (args.output or args.embeddings):
+        parser.error("--plot draws files one by one on stdout runs: drop --output/--embeddings")
+    if args.embeddings and args.events:
+        parser.error("--embeddings comes from tagging runs: drop --events")
+    return out
+
+
+def _tag_files(tagger: "AudioTagger", files: list[str], args: argparse.Namespace, out_format: Optional[str]) -> int:
+    """Tag files with overlapped decoding and cross-file batches, to stdout or files."""
+    from .corpus import EmbeddingStore, Progress, RecordFile, tag_corpus
+
+    records = store = batches = None
+    todo = files
+    try:
+        if args.output:
+            records = RecordFile(args.output, format=out_format, top_k=args.top_k, full=args.full,
+                                 class_names=tagger.labels, overwrite=args.overwrite)
+        if args.embeddings:
+            if tagger.embedding_size is None:
+                raise UnsupportedOperationError(f"{tagger.arch} is a decision-level model and has no embedding "
+                                                "output: drop --embeddings or use a clip-level checkpoint")
+            store = EmbeddingStore(args.embeddings, tagger.embedding_size, overwrite=args.overwrite)
+        if records is not None:
+            todo = _resume(files, records, store)
+        fail_count = 0
+        bar = Progress(len(todo), enabled=not args.no_progress and sys.stderr.isatty())
+        batches = tag_corpus(tagger, todo, top_k=args.top_k, embeddings=store is not None, workers=args.workers)
+        for batch in batches:
+            if store is not None:
+                store.append(batch)  # rows first: a record in --output promises its embedding
+            if records is not None:
+                records.append(batch)
+            for r in batch:
+                if not r.ok:
+                    fail_count += 1
+                    bar.clear()
+                    _report_failure(r.path, r.error, r.exception, args)
+                if records is None:
+                    _print_result(r, args)
+            bar.update(batch)
+        bar.clear()
+    finally:
+        if batches is not None:
+            batches.close()  # on Ctrl-C: cancel the queued decodes now, not at exit
+        if records is not None:
+            records.close()
+    if store is not None:
+        store.finalize()
+    if fail_count:
+        print(f"panns-tag: {fail_count} of {len(todo)} file(s) failed", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    return EXIT_OK
+
+
+def _resume(files: list[str], records: "RecordFile", store: Optional["EmbeddingStore"]) -> list[str]:
+    """The files still to do; drop the records of those about to be redone."""
+    from .corpus import file_stat
+
+    todo = []
+    for path in files:
+        size, mtime = file_stat(path)
+        if not (records.is_done(path, size, mtime) and (store is None or store.has(path, size, mtime))):
+            todo.append(path)
+    records.drop(todo)  # errors are retried, changed files recomputed: their old records go
+    if len(todo) < len(files):
+        print(f"panns-tag: {len(files) - len(todo)} of {len(files)} file(s) already done in {records.path}; "
+              f"{len(todo)} to do", file=sys.stderr, flush=True)
+    return todo
+
+
+def _report_failure(path: Optional[str], error: Optional[str], exc: Optional[BaseException],
+                    args: argparse.Namespace) -> None:
+    """A failed file: one line on stderr; with --debug, its traceback through the log."""
+    print(f"panns-tag: {path}: {error}", file=sys.stderr, flush=True)
+    if args.debug and exc is not None:
+        logging.getLogger("panns_infer").error("while tagging %s", path,
+                                               exc_info=(type(exc), exc, exc.__traceback__))
+
+
+def _print_result(r: "FileResult", args: argparse.Namespace) -> None:
+    if args.format == "json":
+        record = {"source": r.path, "error": r.error} if not r.ok else r.tags.to_dict(full=args.full)
+        print(json.dumps(record), flush=True)
+    elif r.ok:
+        print(_format_text(r.tags), flush=True)
+
+
+def _events_to_stdout(tagger: "AudioTagger", files: list[str], args: argparse.Namespace) -> int:
     bar = _ProgressLine(enabled=not args.no_progress and sys.stderr.isatty())
     failed = 0
     if args.format == "tsv":
         print("filename\tonset\toffset\tevent_label", flush=True)
-    for path in args.files:
+    for path in files:
         try:
-            _one_file(tagger, path, args, bar.for_file(path))
+            _one_file(tagger, path, args, bar.for_file(path), len(files))
         except PannsError as exc:
             failed += 1
             bar.clear()
             if args.format == "json":
                 print(json.dumps({"source": path, "error": str(exc)}), flush=True)
-            print(f"panns-tag: {path}: {exc}", file=sys.stderr, flush=True)
-            if args.debug:
-                logging.getLogger("panns_infer").exception("while tagging %s", path)
+            _report_failure(path, str(exc), exc, args)
         bar.clear()
     if failed:
-        print(f"panns-tag: {failed} of {len(args.files)} file(s) failed", file=sys.stderr)
+        print(f"panns-tag: {failed} of {len(files)} file(s) failed", file=sys.stderr)
         return EXIT_SOME_FAILED
     return EXIT_OK
+
+
+def _events_to_file(tagger: "AudioTagger", files: list[str], args: argparse.Namespace, out_format: str) -> int:
+    """Events of each file as JSONL records, or a DCASE TSV written at the end; resumable."""
+    from .corpus import EventsTsv, FileResult, Progress, RecordFile, file_stat
+    from .windows import audio_file_info
+
+    records = (EventsTsv(args.output, overwrite=args.overwrite) if out_format == "tsv"
+               else RecordFile(args.output, format="jsonl", top_k=0, overwrite=args.overwrite))
+    failed = 0
+    try:
+        todo = _resume(files, records, None)
+        bar = Progress(len(todo), enabled=not args.no_progress and sys.stderr.isatty())
+        for path in todo:
+            size, mtime = file_stat(path)
+            res = FileResult(path, size=size, mtime=mtime)
+            try:
+                frames, rate = audio_file_info(path)
+                result = _detect(tagger, path, args)
+                res.duration, res.sample_rate = frames / rate, rate
+                res.events = [e.to_dict() for e in result.events(**_event_options(args))]
+            except PannsError as exc:
+                res.error = str(exc)
+                failed += 1
+                bar.clear()
+                _report_failure(path, res.error, exc, args)
+            records.append([res])
+            bar.update([res])
+        bar.clear()
+    finally:
+        records.close()
+    if isinstance(records, EventsTsv):
+        records.finalize()
+    if failed:
+        print(f"panns-tag: {failed} of {len(todo)} file(s) failed", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    return EXIT_OK
+
+
+def _detect(tagger: "AudioTagger", path: str, args: argparse.Namespace,
+            callback: Optional[Callable[[float, float], None]] = None) -> Any:
+    if args.segment is not None:
+        return tagger.timeline(path, segment=args.segment, hop=args.hop or args.segment / 2, callback=callback)
+    return tagger.framewise(path, callback=callback)
 
 
 def _event_options(args: argparse.Namespace) -> dict:
@@ -150,20 +354,14 @@ def _event_options(args: argparse.Namespace) -> dict:
             "min_duration": args.min_duration, "min_gap": args.min_gap, "median_filter": args.median_filter}
 
 
-def _one_file(tagger, path: str, args: argparse.Namespace, callback) -> None:
-    if not (args.events or args.plot):
-        tags = tagger.tag(path, top_k=args.top_k, callback=callback)
-        print(json.dumps(tags.to_dict()) if args.format == "json" else _format_text(tags), flush=True)
-        return
-    if args.segment is not None:
-        result = tagger.timeline(path, segment=args.segment, hop=args.hop or args.segment / 2, callback=callback)
-    else:
-        result = tagger.framewise(path, callback=callback)
+def _one_file(tagger: "AudioTagger", path: str, args: argparse.Namespace,
+              callback: Optional[Callable[[float, float], None]], count: int) -> None:
+    result = _detect(tagger, path, args, callback)
     if args.plot:
         if args.segment is not None:
             raise UnsupportedOperationError("--plot draws framewise output; drop --segment")
         logmel = tagger.log_mel(path) if result.num_frames <= 60_000 else None  # up to 10 minutes
-        result.plot(_plot_path(args.plot, path, len(args.files)), top_k=args.top_k,
+        result.plot(_plot_path(args.plot, path, count), top_k=args.top_k,
                     logmel=None if logmel is None else logmel[: result.num_frames])
     if not args.events:
         return

@@ -605,8 +605,6 @@ def test_cli_reports_every_bad_file_and_finishes_the_rest(corpus, cnn6_path, lab
     assert "Traceback" not in err
 
 
-@pytest.mark.xfail(strict=True, reason="cli._tag_files (the corpus path, tag_corpus) keeps only str(exc) of a "
-                                       "file's error, so --debug no longer shows its traceback (README: it does)")
 def test_cli_debug_shows_the_traceback(corpus, cnn6_path, labels_csv, capsys, caplog):
     code = main([str(corpus["text_renamed.wav"]), "-c", str(cnn6_path), "--labels", str(labels_csv), "--debug"])
     err = capsys.readouterr().err
