@@ -17,7 +17,7 @@ import pytest
 import soundfile
 
 from conftest import requires_fixtures
-from panns_infer import corpus
+from panns_infer.corpus import run as corpus_run
 from panns_infer.cli import main
 from panns_infer.corpus import (EmbeddingStore, FileResult, RecordFile, discover, file_stat, read_manifest,
                                 tag_corpus)
@@ -75,13 +75,13 @@ def run(cnn6, labels_csv):
 def decoded(monkeypatch):
     """The sources tag_corpus decodes, in order (proof of what a run recomputes)."""
     seen: list = []
-    real = corpus._prepare
+    real = corpus_run._prepare
 
     def spy(tagger, source, cap):
         seen.append(source)
         return real(tagger, source, cap)
 
-    monkeypatch.setattr(corpus, "_prepare", spy)
+    monkeypatch.setattr(corpus_run, "_prepare", spy)
     return seen
 
 
