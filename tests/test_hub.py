@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from http_server import LoopbackServer
-from panns_infer import hub, registry
+from panns_infer import hub, registry, transport
 from panns_infer.errors import (
     CheckpointError,
     ChecksumError,
@@ -55,7 +55,7 @@ def leftovers(folder: Path) -> list[str]:
 
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch):
-    monkeypatch.setattr(hub, "_BACKOFF_BASE", 0.001)
+    monkeypatch.setattr(transport, "_BACKOFF_BASE", 0.001)
 
 
 @pytest.fixture
@@ -485,8 +485,8 @@ def test_progress_bar_only_on_a_terminal(server, cache, monkeypatch, progress, t
 
 CHILD = textwrap.dedent("""
     import sys
-    from panns_infer import hub
-    hub._BACKOFF_BASE = 0.001
+    from panns_infer import hub, transport
+    transport._BACKOFF_BASE = 0.001
     url, dest, checksum = sys.argv[1:4]
     print("ready", flush=True)
     sys.stdin.readline()
