@@ -37,8 +37,7 @@ import filelock
 from . import registry
 from .errors import OfflineError, PannsError
 from .labels import read_labels_csv
-from .transport import (_CHUNK, MIRROR_ENV, _cached_problem, _fsync_dir, _mirror_base,  # noqa: F401 (re-exported)
-                       _parse_checksum, _remove_stale, _stream)
+from .transport import _cached_problem, _fsync_dir, _mirror_base, _parse_checksum, _remove_stale, _stream
 
 __all__ = [
     "cache_dir",

@@ -119,8 +119,8 @@ def test_md5_checksum_is_accepted(server, cache):
 def test_truncated_bodies_are_resumed(server, cache):
     # every answer announces the full length but stops early; only Range resumption can finish,
     # and it needs more tries than `retries` allows, which is fine since each try makes progress
-    data = payload(6 * hub._CHUNK + 777)
-    url = server.serve("/t.bin", data, truncate_after=2 * hub._CHUNK + 100)
+    data = payload(6 * transport._CHUNK + 777)
+    url = server.serve("/t.bin", data, truncate_after=2 * transport._CHUNK + 100)
     dest = hub.fetch(url, cache / "t.bin", checksum=sha256(data), retries=1)
     assert dest.read_bytes() == data
     records = server.records("/t.bin")
@@ -132,8 +132,8 @@ def test_truncated_bodies_are_resumed(server, cache):
 
 
 def test_connection_reset_mid_body_is_resumed_with_range(server, cache):
-    data = payload(5 * hub._CHUNK)
-    url = server.serve("/r.bin", data, reset_after=2 * hub._CHUNK + 500, reset_times=1)
+    data = payload(5 * transport._CHUNK)
+    url = server.serve("/r.bin", data, reset_after=2 * transport._CHUNK + 500, reset_times=1)
     dest = hub.fetch(url, cache / "r.bin", checksum=sha256(data), retries=2)
     assert dest.read_bytes() == data
     records = server.records("/r.bin")
@@ -144,8 +144,8 @@ def test_connection_reset_mid_body_is_resumed_with_range(server, cache):
 
 
 def test_server_ignoring_range_restarts_from_zero(server, cache):
-    data = payload(5 * hub._CHUNK + 3)
-    url = server.serve("/i.bin", data, honour_range=False, truncate_after=3 * hub._CHUNK, truncate_times=1)
+    data = payload(5 * transport._CHUNK + 3)
+    url = server.serve("/i.bin", data, honour_range=False, truncate_after=3 * transport._CHUNK, truncate_times=1)
     dest = hub.fetch(url, cache / "i.bin", checksum=sha256(data), retries=2)
     assert dest.read_bytes() == data  # not the first part twice
     records = server.records("/i.bin")
@@ -161,8 +161,8 @@ def test_http_500_then_success(server, cache):
 
 
 def test_without_checksum_length_is_still_checked(server, cache):
-    data = payload(3 * hub._CHUNK)
-    url = server.serve("/n.bin", data, truncate_after=hub._CHUNK + 10, truncate_times=1)
+    data = payload(3 * transport._CHUNK)
+    url = server.serve("/n.bin", data, truncate_after=transport._CHUNK + 10, truncate_times=1)
     assert hub.fetch(url, cache / "n.bin").read_bytes() == data
     assert server.count("/n.bin") == 2
 
@@ -184,10 +184,10 @@ def test_body_ending_early_without_an_error_is_resumed(server, cache, monkeypatc
         yield from chunks
 
     monkeypatch.setattr(requests.Response, "iter_content", first_chunk_only)
-    data = payload(3 * hub._CHUNK)
+    data = payload(3 * transport._CHUNK)
     url = server.serve("/q.bin", data)
     assert hub.fetch(url, cache / "q.bin", checksum=sha256(data), retries=0).read_bytes() == data
-    assert [r.range for r in server.records("/q.bin")] == [None, f"bytes={hub._CHUNK}-"]
+    assert [r.range for r in server.records("/q.bin")] == [None, f"bytes={transport._CHUNK}-"]
 
 
 # --------------------------------------------------------------------------- fetch: failures
@@ -475,7 +475,7 @@ class _FakeTTY(io.StringIO):
 def test_progress_bar_only_on_a_terminal(server, cache, monkeypatch, progress, tty, shown):
     stream = _FakeTTY() if tty else io.StringIO()
     monkeypatch.setattr(sys, "stderr", stream)
-    url = server.serve("/p.bin", payload(3 * hub._CHUNK))
+    url = server.serve("/p.bin", payload(3 * transport._CHUNK))
     hub.fetch(url, cache / "p.bin", progress=progress)
     assert ("100%" in stream.getvalue()) is shown
 
@@ -610,7 +610,7 @@ def test_real_fixture_checkpoint(server, cache, monkeypatch, cnn6_bytes, pinned)
     entry = registry.Checkpoint(name="Cnn6", filename="Cnn6_mAP=0.343.pth", arch="Cnn6", mAP=0.343,
                                 checksum=sha256(cnn6_bytes) if pinned else None,
                                 size=len(cnn6_bytes) if pinned else None)
-    server.serve("/zenodo/Cnn6_mAP%3D0.343.pth", cnn6_bytes, reset_after=3 * hub._CHUNK, chunk_size=65536)
+    server.serve("/zenodo/Cnn6_mAP%3D0.343.pth", cnn6_bytes, reset_after=3 * transport._CHUNK, chunk_size=65536)
     monkeypatch.setenv("PANNS_INFER_MIRROR", server.url("/zenodo"))
     path = hub.download(entry, progress=False)
     assert path.read_bytes() == cnn6_bytes
