@@ -70,15 +70,26 @@ class Engine:
         hop: seconds between window starts (rounded down to whole segments); default: half
             the window.
         precision: ``"fp32"`` (exact), or on CUDA ``"tf32"``, ``"fp16"``, ``"bf16"``.
+        optimize: on the CPU in ``fp32``, run batches through :func:`panns_infer.fast.optimize`'s
+            module (same outputs to float32 rounding, faster) where the architecture has one.
+            Its conv blocks are then released from ``model`` (moved to the meta device, so the
+            weights are not held twice): ``model`` keeps describing the network and lends its
+            front end and head, but cannot run on its own any more.
     """
 
     def __init__(self, model: PannsModel, device: torch.device, *, batch_size: int,
-                 window: Optional[float], hop: Optional[float], precision: str = "fp32") -> None:
+                 window: Optional[float], hop: Optional[float], precision: str = "fp32",
+                 optimize: bool = True) -> None:
         if precision not in PRECISIONS:
             raise InvalidArgumentError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if precision != "fp32" and device.type != "cuda":
             raise InvalidArgumentError(f"precision={precision!r} needs a CUDA device; on {device} use 'fp32'")
         self.model = model
+        self.runner: torch.nn.Module = model  # what batches run through
+        if optimize and device.type == "cpu" and precision == "fp32":
+            from .fast import optimize as optimize_model
+
+            self.runner = optimize_model(model, release=True)
         self.device = device
         self.precision = precision
         self.batch_size = batch_size
@@ -132,7 +143,7 @@ class Engine:
                     tensor = torch.from_numpy(batch)
                     if self.device.type == "cuda":
                         tensor = tensor.pin_memory().to(self.device, non_blocking=True)
-                    out = self.model(tensor)
+                    out = self.runner(tensor)
                     arrays = {k: out[k].float().cpu().numpy() for k in outputs}
                     for row, i in enumerate(chunk):
                         results[jobs[i][0]] = {k: v[row] for k, v in arrays.items()}

@@ -89,6 +89,10 @@ class AudioTagger:
         sha256: checksum of a URL checkpoint (recommended).
         offline: never touch the network (default: the ``PANNS_INFER_OFFLINE`` variable).
         progress: show download progress bars (default: when stderr is a terminal).
+        optimize: on the CPU in ``fp32``, run a faster copy of the CNN-family networks
+            (batch norm folded, GEMM convolutions; :mod:`panns_infer.fast`) with the same
+            outputs to float32 rounding. :attr:`model` stays the plain network. ``False``
+            runs :attr:`model` itself.
 
     Clips are grouped by length before batching and never padded to each other, so a
     clip's result does not depend on what else is in the call.
@@ -104,7 +108,7 @@ class AudioTagger:
                  labels: Union[PathLike, Sequence[str], None] = None, batch_size: int = 8,
                  window: Optional[float] = 10.0, hop: Optional[float] = None, precision: str = "fp32",
                  sha256: Optional[str] = None, offline: Optional[bool] = None,
-                 progress: Optional[bool] = None) -> None:
+                 progress: Optional[bool] = None, optimize: bool = True) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.device = resolve_device(device)
@@ -115,11 +119,12 @@ class AudioTagger:
 
         path, entry = hub.resolve_checkpoint(checkpoint, sha256=sha256, offline=offline, progress=progress)
         self.checkpoint_path = path
-        self.model: PannsModel = load_model(path, arch=arch or (entry.arch if entry else None),
-                                            filename=entry.filename if entry else None)
-        self.model.to(self.device)
-        self._engine = Engine(self.model, self.device, batch_size=batch_size, window=window, hop=hop,
-                              precision=precision)
+        self._net: PannsModel = load_model(path, arch=arch or (entry.arch if entry else None),
+                                           filename=entry.filename if entry else None)
+        self._net.to(self.device)
+        self._plain: Optional[PannsModel] = None
+        self._engine = Engine(self._net, self.device, batch_size=batch_size, window=window, hop=hop,
+                              precision=precision, optimize=optimize)
         self._labels_arg = labels
         self._labels: Optional[list[str]] = None
         self._labels_lock = threading.Lock()
@@ -145,24 +150,38 @@ class AudioTagger:
             names = read_labels_csv(arg, expected=None)
         else:
             names = list(arg)
-        return check_labels(names, self.model.classes)
+        return check_labels(names, self._net.classes)
 
     # -- properties ----------------------------------------------------------------------------
 
     @property
+    def model(self) -> PannsModel:
+        """The plain network (an ``nn.Module`` in eval mode), as loaded from the checkpoint.
+
+        With ``optimize=True`` on the CPU, inference runs a faster copy and this network is
+        reloaded from the checkpoint file on first access (so its weights are not held twice).
+        """
+        if self._plain is None:
+            if any(p.is_meta for p in self._net.parameters()):
+                self._plain = load_model(self.checkpoint_path, arch=self._net.arch).to(self.device)
+            else:
+                self._plain = self._net
+        return self._plain
+
+    @property
     def arch(self) -> str:
         """Architecture name of the loaded network."""
-        return self.model.arch
+        return self._net.arch
 
     @property
     def sample_rate(self) -> int:
         """Sample rate the network expects; other rates are resampled to it."""
-        return self.model.sample_rate
+        return self._net.sample_rate
 
     @property
     def embedding_size(self) -> Optional[int]:
         """Length of :meth:`embed` vectors (``None`` for decision-level checkpoints)."""
-        return self.model.embedding_size
+        return self._net.embedding_size
 
     @property
     def labels(self) -> list[str]:
@@ -262,15 +281,15 @@ class AudioTagger:
         >>> AudioTagger("Cnn14_DecisionLevelMax").framewise("street.wav").probabilities.shape  # doctest: +SKIP
         (1001, 527)
         """
-        if not self.model.has_framewise:
+        if not self._net.has_framewise:
             raise UnsupportedOperationError(
                 f"{self.arch} is a clip-level model without framewise output; use a sound event "
                 "detection checkpoint: 'Cnn14_DecisionLevelMax' or 'Cnn14_DecisionLevelAtt'")
         items, single = self._items(x, sample_rate)
         names = self.labels
         outs = self._engine.run(items, ["segmentwise_output", "clipwise_output"], callback=callback)
-        hop = self.model.frontend_config.frame_seconds
-        results = [Framewise.from_segments(o["segmentwise_output"], frames_per_segment=self.model.frames_per_segment,
+        hop = self._net.frontend_config.frame_seconds
+        results = [Framewise.from_segments(o["segmentwise_output"], frames_per_segment=self._net.frames_per_segment,
                                            num_frames=o["num_frames"], frame_hop=hop, class_names=names,
                                            clipwise=o["clipwise_output"], source=c.source)
                    for o, c in zip(outs, items)]
@@ -315,25 +334,25 @@ class AudioTagger:
         Raises:
             UnsupportedOperationError: the checkpoint is a waveform-only network.
         """
-        if not hasattr(self.model, "logmel_extractor"):
+        if not hasattr(self._net, "logmel_extractor"):
             raise UnsupportedOperationError(f"{self.arch} reads the waveform directly and has no log-mel front end")
         clips, single = as_clips(x, sample_rate=sample_rate, target_rate=self.sample_rate)
         if not single:
             raise InvalidArgumentError("log_mel() takes one clip (a path or a 1-D array)")
         with torch.inference_mode():
             wave = torch.from_numpy(np.pad(clips[0].samples, (0, max(0, 513 - len(clips[0].samples)))))
-            spec = self.model.spectrogram_extractor(wave[None].to(self.device))
-            return self.model.logmel_extractor(spec)[0, 0].cpu().numpy()
+            spec = self._net.spectrogram_extractor(wave[None].to(self.device))
+            return self._net.logmel_extractor(spec)[0, 0].cpu().numpy()
 
     def infer(self, x: Any, *, sample_rate: Optional[int] = None) -> list[dict[str, np.ndarray]]:
         """Every raw output of the network (``clipwise_output``, ``embedding`` or
         ``framewise_output``) for each clip, as numpy arrays; always a list.
         """
         items, _ = self._items(x, sample_rate)
-        if not self.model.has_framewise:
+        if not self._net.has_framewise:
             return self._engine.run(items, ["clipwise_output", "embedding"])
         outs = self._engine.run(items, ["clipwise_output", "segmentwise_output"])
         return [{"clipwise_output": o["clipwise_output"], "framewise_output": self._frames(o)} for o in outs]
 
     def _frames(self, out: dict) -> np.ndarray:
-        return expand_segments(out["segmentwise_output"], out["num_frames"], self.model.frames_per_segment)
+        return expand_segments(out["segmentwise_output"], out["num_frames"], self._net.frames_per_segment)

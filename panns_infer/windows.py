@@ -24,7 +24,7 @@ from typing import Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
-from .audio import decode_blocks, probe_file
+from .audio import decode_blocks, probe_file, resample
 
 __all__ = ["plan_windows", "grid_spans", "resample_stream", "read_blocks", "audio_file_info", "iter_windows",
            "stitch_segments"]
@@ -61,26 +61,24 @@ def grid_spans(num_samples: int, *, segment: int, hop: int) -> list[tuple[int, i
 
 def _filter_reach(rate: int, target_rate: int) -> int:
     """Input samples on each side that one kaiser_best output sample depends on."""
-    from resampy.filters import get_filter
+    from .audio import _kaiser_best
 
-    window, precision, _ = get_filter("kaiser_best")
+    window, precision = _kaiser_best()
     scale = min(1.0, target_rate / rate)
     return int(math.ceil(len(window) / int(scale * precision))) + 2
 
 
 def resample_stream(blocks: Iterable[np.ndarray], rate: int, target_rate: int) -> Iterator[np.ndarray]:
-    """Resample a stream of 1-D float32 blocks with resampy's ``kaiser_best`` filter.
+    """Resample a stream of 1-D float32 blocks with :func:`panns_infer.audio.resample`
+    (resampy's ``kaiser_best`` filter).
 
-    The concatenated output equals ``resampy.resample(whole_signal, rate, target_rate)``
-    (to float rounding): each piece is resampled with enough context on both sides that the
-    filter sees the same input samples, and pieces start on a grid where input and output
+    The concatenated output equals resampling the whole signal at once (to float rounding):
+    each piece is resampled with enough context on both sides that the filter sees the same input samples, and pieces start on a grid where input and output
     sample positions coincide.
     """
     if rate == target_rate:
         yield from blocks
         return
-    import resampy
-
     g = math.gcd(rate, target_rate)
     period_in, period_out = rate // g, target_rate // g
     context = -(-_filter_reach(rate, target_rate) // period_in) * period_in
@@ -94,7 +92,7 @@ def resample_stream(blocks: Iterable[np.ndarray], rate: int, target_rate: int) -
         emit_to = (total - context) // period_in * period_in
         if emit_to - emitted < max(period_in, rate):  # wait for at least ~1 s of new input
             continue
-        yield _resample_piece(resampy, buffer, buffer_start, emitted, emit_to, emit_to + context,
+        yield _resample_piece(buffer, buffer_start, emitted, emit_to, emit_to + context,
                               rate, target_rate, period_in, period_out, context)
         emitted = emit_to
         keep_from = emitted - context if emitted >= context else 0
@@ -103,16 +101,16 @@ def resample_stream(blocks: Iterable[np.ndarray], rate: int, target_rate: int) -
     final = total * target_rate // rate
     first = emitted // period_in * period_out
     if final > first:
-        yield _resample_piece(resampy, buffer, buffer_start, emitted, None, total, rate, target_rate,
+        yield _resample_piece(buffer, buffer_start, emitted, None, total, rate, target_rate,
                               period_in, period_out, context)
 
 
-def _resample_piece(resampy, buffer: np.ndarray, buffer_start: int, emit_from: int, emit_to: Optional[int],
+def _resample_piece(buffer: np.ndarray, buffer_start: int, emit_from: int, emit_to: Optional[int],
                     segment_end: int, rate: int, target_rate: int, period_in: int, period_out: int,
                     context: int) -> np.ndarray:
     seg_start = max(0, emit_from - context)
     segment = buffer[seg_start - buffer_start: segment_end - buffer_start]
-    out = resampy.resample(segment, rate, target_rate, filter="kaiser_best", axis=-1)
+    out = resample(segment, rate, target_rate)
     first = (emit_from - seg_start) // period_in * period_out
     last = len(out) if emit_to is None else (emit_to - seg_start) // period_in * period_out
     return np.ascontiguousarray(out[first:last], dtype=np.float32)

@@ -52,7 +52,8 @@ def test_resampling_equals_resampy_kaiser_best():
     (clip,), _ = as_clips(x, sample_rate=44100, target_rate=32000)
     expected = resampy.resample(x, 44100, 32000, filter="kaiser_best")
     assert clip.samples.shape == (32000,)
-    np.testing.assert_allclose(clip.samples, expected, atol=1e-7)
+    # A reimplementation of kaiser_best that sums in float64 (resampy rounds to float32 as it goes).
+    np.testing.assert_allclose(clip.samples, expected, atol=1e-6)
     assert clip.original_rate == 44100
 
 

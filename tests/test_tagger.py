@@ -137,7 +137,9 @@ def test_wavegram_cnn14_short_clips(fixture_checkpoint):
 def test_other_sample_rates_are_resampled_with_kaiser_best(cnn14):
     x = _noise(22050, seed=3)
     expected = cnn14.tag(resampy.resample(x, 22050, 32000, filter="kaiser_best")).probabilities
-    np.testing.assert_allclose(cnn14.tag(x, sample_rate=22050).probabilities, expected, atol=1e-6)
+    # Our resampler reimplements kaiser_best (summing in float64, where resampy rounds to float32
+    # at every step): samples agree to ~1e-6 (tests/test_fast.py), probabilities to ~1e-6 too.
+    np.testing.assert_allclose(cnn14.tag(x, sample_rate=22050).probabilities, expected, atol=1e-5)
 
 
 def test_files_and_arrays_mixed(cnn14, tmp_path):

@@ -1,0 +1,130 @@
+"""panns_infer.fast: the optimised CPU module computes the plain model's outputs (to float32
+rounding, 1e-5), for every CNN-family architecture, batch sizes and lengths; AudioTagger uses
+it by default. Also the vectorised resampler against resampy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import load_goldens, requires_fixtures
+from panns_infer import AudioTagger
+from panns_infer.checkpoint import load_model
+from panns_infer.fast import FastCnn, optimize, supports
+from panns_infer.models import build_model, list_architectures
+from panns_infer.models.cnn import CNN_CONFIGS
+
+TOL = 1e-5
+CNN_ARCHS = list(CNN_CONFIGS)
+
+
+def _max_diff(a: dict, b: dict) -> dict[str, float]:
+    """Largest |difference| per output; embeddings (which reach ~25) relative to their largest
+    |value|, as tests/test_parity.py's batch check does."""
+    assert a.keys() == b.keys()
+    return {k: float((a[k] - b[k]).abs().max()) / (max(1.0, float(a[k].abs().max())) if k == "embedding" else 1.0)
+            for k in a}
+
+
+def _random_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Non-trivial batch-norm statistics, so that folding is really exercised."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                n = mod.num_features
+                mod.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
+                mod.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+                mod.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                mod.bias.copy_(torch.randn(n, generator=gen) * 0.1)
+    return model.eval()
+
+
+@requires_fixtures
+@pytest.mark.parametrize("arch", CNN_ARCHS)
+def test_optimized_equals_model_on_fixture_weights(arch, fixture_checkpoint):
+    model = load_model(fixture_checkpoint(arch), arch=arch).eval()
+    fast = optimize(model)
+    assert isinstance(fast, FastCnn) and fast is not model
+    gen = torch.Generator().manual_seed(1)
+    # batch 1 and 8; lengths: shorter than the minimum, odd, 2.3 s and (Cnn14 only) 10 s
+    cases = [(1, 1), (8, 9920), (1, 75040)] + ([(1, 320000), (8, 320000)] if arch == "Cnn14" else [])
+    with torch.inference_mode():
+        for batch, n in cases:
+            x = torch.randn(batch, n, generator=gen) * 0.1
+            for key, err in _max_diff(model(x), fast(x)).items():
+                assert err <= TOL, f"{arch} batch {batch} length {n} {key}: {err:.3g}"
+
+
+@pytest.mark.parametrize("arch", ["Cnn6", "Cnn14_DecisionLevelMax"])
+def test_optimized_folds_real_batch_norm_statistics(arch):
+    model = _random_bn(build_model(arch))
+    fast = optimize(model)
+    x = torch.randn(2, 40000) * 0.1
+    with torch.inference_mode():
+        for key, err in _max_diff(model(x), fast(x)).items():
+            assert err <= TOL, f"{arch} {key}: {err:.3g}"
+
+
+def test_optimize_leaves_other_architectures_and_the_model_alone():
+    assert [a for a in list_architectures() if supports(build_model(a))] == CNN_ARCHS
+    other = build_model("MobileNetV1")
+    assert optimize(other) is other
+    model = build_model("Cnn10").eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimize(model)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@requires_fixtures
+@pytest.mark.parametrize("arch", ["Cnn14", "Cnn14_DecisionLevelMax"])
+def test_tagger_optimizes_by_default_and_matches_goldens(arch, fixture_checkpoint, labels_csv):
+    path = fixture_checkpoint(arch, name=f"{arch}.pth")
+    fast = AudioTagger(path, device="cpu", labels=labels_csv, batch_size=3)
+    plain = AudioTagger(path, device="cpu", labels=labels_csv, batch_size=3, optimize=False)
+    assert isinstance(fast._engine.runner, FastCnn) and type(fast.model).__name__ == "Cnn"
+    assert plain._engine.runner is plain.model
+    info, gold, waves = load_goldens(arch)
+    cases = {c: v for c, v in info["cases"].items() if "reference_error" not in v}
+    ours = fast.infer([waves[c] for c in cases])
+    base = plain.infer([waves[c] for c in cases])
+    for (case, spec), got, ref in zip(cases.items(), ours, base):
+        for output in spec["outputs"]:
+            scale = max(1.0, float(np.abs(ref[output]).max())) if output == "embedding" else 1.0
+            assert float(np.abs(got[output] - ref[output]).max()) <= TOL * scale, f"{case}/{output} vs plain"
+            tol = 1e-3 if output == "embedding" else 1e-4
+            assert float(np.abs(got[output] - gold[f"{case}/{output}"]).max()) <= tol, f"{case}/{output} vs golden"
+
+
+# --- resampler: the polyphase matrix product against resampy itself ---------------------------
+
+@pytest.mark.parametrize("rate", [44100, 48000, 22050, 16000, 8000])
+def test_resample_equals_resampy(rate):
+    resampy = pytest.importorskip("resampy")
+    from panns_infer.audio import resample
+
+    rng = np.random.default_rng(rate)
+    for target in (32000, 16000):
+        if target == rate:
+            continue
+        for n in (1, 7, 100, 4410, 44101, 3 * rate + 13):
+            x = (rng.standard_normal(n) * 0.3).astype(np.float32)
+            ours = resample(x, rate, target)
+            assert ours.dtype == np.float32
+            if int(n * target / rate) < 1:  # resampy refuses it; we pad to one sample
+                assert ours.shape == (1,)
+                continue
+            ref = resampy.resample(x, rate, target, filter="kaiser_best")
+            assert ours.shape == ref.shape, f"{rate}->{target} n={n}"
+            err = float(np.abs(ours - ref).max())
+            assert err <= 1e-5, f"{rate}->{target} n={n}: {err:.3g}"
+
+
+def test_resample_falls_back_to_resampy_for_ratios_with_many_phases():
+    resampy = pytest.importorskip("resampy")
+    from panns_infer.audio import _polyphase, resample
+
+    assert _polyphase(44100, 32001) is None
+    x = (np.random.default_rng(0).standard_normal(5000) * 0.3).astype(np.float32)
+    np.testing.assert_allclose(resample(x, 44100, 32001), resampy.resample(x, 44100, 32001), atol=1e-6)
