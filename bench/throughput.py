@@ -147,7 +147,6 @@ def main() -> None:
             ours_rate = batch / statistics.median(t_ours)
             peer_rate = batch / statistics.median(t_peer)
             rows.append((f"{arch} {job}", batch, ours_rate, peer_rate, diff, ours_rate / limit))
-        del ours, peer
     print(f"\n{'job':34} {'batch':>5} {'ours clips/s':>12} {'peer clips/s':>12} {'ratio':>6} "
           f"{'x real time':>11} {'max |diff|':>10} {'of limit':>8}")
     for job, batch, ours_rate, peer_rate, diff, frac in rows:
