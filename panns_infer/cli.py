@@ -308,7 +308,7 @@ def _events_to_stdout(tagger: "AudioTagger", files: list[str], args: argparse.Na
 def _events_to_file(tagger: "AudioTagger", files: list[str], args: argparse.Namespace, out_format: str) -> int:
     """Events of each file as JSONL records, or a DCASE TSV written at the end; resumable."""
     from .corpus import EventsTsv, FileResult, Progress, RecordFile, file_stat
-    from .windows import audio_file_info
+    from .audio import probe_file
 
     records = (EventsTsv(args.output, overwrite=args.overwrite) if out_format == "tsv"
                else RecordFile(args.output, format="jsonl", top_k=0, overwrite=args.overwrite))
@@ -320,7 +320,7 @@ def _events_to_file(tagger: "AudioTagger", files: list[str], args: argparse.Name
             size, mtime = file_stat(path)
             res = FileResult(path, size=size, mtime=mtime)
             try:
-                frames, rate = audio_file_info(path)
+                frames, rate = probe_file(path)
                 result = _detect(tagger, path, args)
                 res.duration, res.sample_rate = frames / rate, rate
                 res.events = [e.to_dict() for e in result.events(**_event_options(args))]

@@ -24,12 +24,12 @@ from typing import Callable, Hashable, Iterable, Iterator, Optional, Sequence, U
 import numpy as np
 import torch
 
-from .audio import Clip
+from .audio import Clip, probe_file
 from .errors import InvalidArgumentError
 from .models import PannsModel
-from .windows import audio_file_info, iter_windows, plan_windows, read_blocks, stitch_segments
+from .windows import iter_windows, plan_windows, read_blocks, stitch_segments
 
-__all__ = ["LongFile", "Engine", "AGGREGATIONS", "PRECISIONS", "expand_segments"]
+__all__ = ["LongFile", "Engine", "AGGREGATIONS", "PRECISIONS"]
 
 AGGREGATIONS = ("max", "mean")
 ProgressCallback = Callable[[float, float], None]
@@ -53,12 +53,6 @@ class LongFile:
 
 
 Item = Union[Clip, LongFile]
-
-
-def expand_segments(segments: np.ndarray, num_frames: int, frames_per_segment: int) -> np.ndarray:
-    """Frame-level rows from segment rows: frame t takes segment ``min(t // r, S - 1)``."""
-    index = np.minimum(np.arange(num_frames) // frames_per_segment, len(segments) - 1)
-    return segments[index]
 
 
 class Engine:
@@ -117,7 +111,7 @@ class Engine:
         """A :class:`LongFile` for a file longer than one window, else ``None``."""
         if self.window is None:
             return None
-        frames, rate = audio_file_info(path)
+        frames, rate = probe_file(path)
         target = self.model.sample_rate
         num_samples = frames if rate == target else frames * target // rate
         return LongFile(os.fspath(path), num_samples) if self.is_long(num_samples) else None

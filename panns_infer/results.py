@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["Tags", "Framewise", "Timeline", "top_k_indices"]
+__all__ = ["Tags", "Framewise", "Timeline", "top_k_indices", "expand_segments"]
 
 if TYPE_CHECKING:
     from .events import Event
@@ -34,6 +34,12 @@ def _block_of(value: Any, columns: list[int], names: list[str]) -> Any:
     if np.ndim(value) == 1:
         return np.asarray(value)[columns]
     return value
+
+
+def expand_segments(segments: np.ndarray, num_frames: int, frames_per_segment: int) -> np.ndarray:
+    """Frame-level rows from segment rows: frame t takes segment ``min(t // r, S - 1)``."""
+    index = np.minimum(np.arange(num_frames) // frames_per_segment, len(segments) - 1)
+    return segments[index]
 
 
 def top_k_indices(probabilities: np.ndarray, k: int) -> np.ndarray:
@@ -125,10 +131,10 @@ class Framewise:
         return self._expanded
 
     def _frames(self, columns: Any) -> np.ndarray:
+        rows = self._rows[:, columns]
         if self._frames_per_row == 1:
-            return self._rows[:, columns]
-        index = np.minimum(np.arange(self.num_frames) // self._frames_per_row, len(self._rows) - 1)
-        return self._rows[index][:, columns] if isinstance(columns, slice) else self._rows[:, columns][index]
+            return rows
+        return expand_segments(rows, self.num_frames, self._frames_per_row)
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -22,13 +22,13 @@ import torch
 
 from .audio import as_clips
 from .checkpoint import load_model
-from .engine import Engine, Item, LongFile, ProgressCallback, expand_segments
+from .engine import Engine, Item, LongFile, ProgressCallback
 from .errors import (DeviceError, DownloadError, InvalidArgumentError, LabelsError, OfflineError,
                      UnsupportedOperationError)
 from .labels import check_labels, read_labels_csv
 from .models import PannsModel
 from .registry import DEFAULT_CHECKPOINT, Checkpoint
-from .results import Framewise, Tags, Timeline
+from .results import Framewise, Tags, Timeline, expand_segments
 from .windows import grid_spans
 
 __all__ = ["AudioTagger", "resolve_device"]

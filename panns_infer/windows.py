@@ -26,7 +26,7 @@ import numpy as np
 
 from .audio import decode_blocks, probe_file, resample
 
-__all__ = ["plan_windows", "grid_spans", "resample_stream", "read_blocks", "audio_file_info", "iter_windows",
+__all__ = ["plan_windows", "grid_spans", "resample_stream", "read_blocks", "iter_windows",
            "stitch_segments"]
 
 _BLOCK_SECONDS = 10.0
@@ -114,17 +114,6 @@ def _resample_piece(buffer: np.ndarray, buffer_start: int, emit_from: int, emit_
     first = (emit_from - seg_start) // period_in * period_out
     last = len(out) if emit_to is None else (emit_to - seg_start) // period_in * period_out
     return np.ascontiguousarray(out[first:last], dtype=np.float32)
-
-
-def audio_file_info(path: Union[str, os.PathLike]) -> tuple[int, int]:
-    """``(frames, sample_rate)`` of an audio file, from its header, as checked by
-    :func:`panns_infer.audio.probe_file` (rate in 1 kHz..1 MHz, frames capped by the file size).
-
-    Raises:
-        AudioDecodeError: the file is missing or not readable audio.
-        InvalidAudioError: its sample rate is out of range.
-    """
-    return probe_file(path)
 
 
 def read_blocks(path: Union[str, os.PathLike], target_rate: int, *,

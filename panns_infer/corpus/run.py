@@ -15,11 +15,11 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optiona
 
 import numpy as np
 
-from ..audio import Clip, as_clips, read_audio
+from ..audio import Clip, as_clips, probe_file, read_audio
 from ..engine import LongFile
 from ..errors import AudioDecodeError, InvalidArgumentError, PannsError, UnsupportedOperationError
 from ..results import Tags
-from ..windows import audio_file_info, read_blocks
+from ..windows import read_blocks
 
 if TYPE_CHECKING:
     from ..tagger import AudioTagger
@@ -241,7 +241,7 @@ def _prepare(tagger: "AudioTagger", source: Source, cap: int) -> _Prepared:
             items, _ = tagger._items(path, None)  # the same decision tag() makes: a clip or a long file
             item = items[0]
             if isinstance(item, LongFile):
-                res.sample_rate = audio_file_info(path)[1]
+                res.sample_rate = probe_file(path)[1]
                 if item.num_samples > cap:
                     return _Prepared(res, stream=item)
                 blocks = list(read_blocks(path, rate))  # the samples the engine would stream
