@@ -3,11 +3,11 @@
     python bench/profile_layers.py                 # batch 1 and 8, 10 s clips
     python bench/profile_layers.py --batches 1 --reps 5
 
-For each convolution (batch norm folded in, ReLU excluded) at the input shape it sees on a
-10 s clip, prints milliseconds and GFLOP/s (2 x multiply-adds over the 'same' output, padding
-taps counted as work, so the narrow method can exceed the dense rate) for: oneDNN in NCHW,
-oneDNN channels-last, im2col + GEMM, and, on maps at most two bins wide, GEMM without the
-padding taps. ``*`` marks the method panns_infer.fast picks. Methods alternate within each
+For each convolution (batch norm folded in, ReLU included) at the input shape it sees on a
+10 s clip, prints milliseconds and GFLOP/s (2 x direct multiply-adds over the 'same' output,
+padding taps counted as work, so the narrow and Winograd methods, which do less work, can
+exceed the matrix-product rate) for: oneDNN in NCHW, oneDNN channels-last, im2col + GEMM,
+Winograd F(2x2, 3x3), and, on maps at most two bins wide, GEMM without the padding taps. ``*`` marks the method panns_infer.fast picks. Methods alternate within each
 repetition, so background load hits all of them; each figure is a median.
 """
 
@@ -21,7 +21,7 @@ import torch
 
 from _common import checkpoint, machine
 from panns_infer.checkpoint import load_model
-from panns_infer.fast import FastConv
+from panns_infer.fast import METHODS, FastConv
 
 CLIP = 320_000
 
@@ -54,28 +54,26 @@ def main() -> None:
     print(f"machine: {machine()}")
     model = load_model(checkpoint("Cnn14"), arch="Cnn14").eval()
     layers = conv_inputs(model, CLIP)
-    methods = ("onednn", "onednn_cl", "gemm", "narrow")
+    methods = METHODS
     for batch in args.batches:
         print(f"\nbatch {batch}: ms (GFLOP/s)")
         print(f"{'layer':20} {'input':>22} " + " ".join(f"{m:>17}" for m in methods))
         totals = {m: 0.0 for m in methods} | {"picked": 0.0}
         for name, conv, bn, shape in layers:
             shape = (batch,) + shape[1:]
-            dense = FastConv(conv, bn, width=10 ** 6)
-            narrow = FastConv(conv, bn, width=shape[3])
-            picked = narrow.method(torch.Size(shape))
-            runs = {m: (narrow if m == "narrow" else dense) for m in methods
-                    if m != "narrow" or narrow.narrow}
+            picked = FastConv(conv, bn, width=shape[3]).method
+            runs = {m: FastConv(conv, bn, width=shape[3], method=m) for m in methods
+                    if m != "narrow" or shape[3] <= conv.kernel_size[0] // 2 + 1}
             x = torch.randn(shape)
             flops = 2 * batch * shape[2] * shape[3] * conv.out_channels * conv.in_channels * conv.kernel_size[0] ** 2
             times: dict = {m: [] for m in runs}
             with torch.inference_mode():
                 for m, layer in runs.items():
-                    layer(x, m)
+                    layer(x)
                 for _ in range(args.reps):
                     for m, layer in runs.items():
                         start = time.perf_counter()
-                        layer(x, m)
+                        layer(x)
                         times[m].append(time.perf_counter() - start)
             cells = []
             for m in methods:
