@@ -156,7 +156,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     tagger = AudioTagger(args.checkpoint, arch=args.arch, device=args.device, labels=args.labels,
                          batch_size=args.batch_size, offline=args.offline or None, progress=progress,
-                         window=args.window if args.window and args.window > 0 else None)
+                         window=args.window if args.window and args.window > 0 else None,
+                         optimize=_worth_optimizing(files))
     _ = tagger.labels  # fail early (exit 2) when the labels cannot be had
     if (args.events or args.plot) and not tagger.model.has_framewise and args.segment is None:
         raise UnsupportedOperationError(
@@ -167,6 +168,28 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             return _events_to_file(tagger, files, args, out_format)
         return _events_to_stdout(tagger, files, args)
     return _tag_files(tagger, files, args, out_format)
+
+
+# Building the CPU fast path (panns_infer.fast) takes ~0.4 s for Cnn14 and saves ~40% of the
+# network time, ~0.1 s per 6 s of audio: below about this much audio a run is faster without.
+_OPTIMIZE_MIN_SECONDS = 30.0
+
+
+def _worth_optimizing(files: list[str]) -> bool:
+    """Whether the fast path pays for itself on ``files`` (from their headers; a handful of
+    short files, such as one clip tagged from a shell, start faster on the plain network)."""
+    from .audio import probe_file
+
+    if len(files) > 8:
+        return True
+    seconds = 0.0
+    for path in files:
+        try:
+            frames, rate = probe_file(path)
+        except PannsError:  # reported when the file is tagged
+            continue
+        seconds += frames / rate
+    return seconds >= _OPTIMIZE_MIN_SECONDS
 
 
 def _check_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Optional[str]:

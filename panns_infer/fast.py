@@ -195,32 +195,31 @@ def conv_gemm_narrow(x: torch.Tensor, linear: Linear, kernel: int) -> torch.Tens
 
 def _narrow_matrix(weight: torch.Tensor, width: int) -> torch.Tensor:
     """``(width * Cout, kernel * width * C)``: row block j holds the taps output bin j applies
-    to input bins 0..width-1 (taps ordered kh, input bin, c)."""
+    to input bins 0..width-1 (taps ordered kh, input bin, c). Dense: on a map at most
+    ``kernel // 2 + 1`` wide every output bin sees every input bin."""
     cout, cin, k, _ = weight.shape
-    pad = k // 2
-    mat = weight.new_zeros(width, cout, k, width, cin)
+    taps = weight.permute(3, 0, 2, 1)  # (kw, Cout, kh, C)
+    mat = weight.new_empty(width, cout, k, width, cin)
     for j in range(width):  # output bin
         for i in range(width):  # input bin
-            kw = i - j + pad
-            if 0 <= kw < k:
-                mat[j, :, :, i, :] = weight[:, :, :, kw].permute(0, 2, 1)
+            mat[j, :, :, i, :] = taps[i - j + k // 2]
     return mat.reshape(width * cout, k * width * cin)
 
 
 # Winograd F(2x2, 3x3) (Lavin & Gray, 2016): a 2x2 output tile is A^T [(G w G^T) * (B^T d B)] A
-# for the 4x4 input tile d around it, 16 products per tile where direct convolution needs 36.
+# for the 4x4 input tile d around it (G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]),
+# 16 products per tile where direct convolution needs 36.
 # The transforms only add and subtract (G halves), so the results stay within float32 rounding
 # of direct convolution (measured 2-6e-6 on unit-scale layer outputs, direct: 1-2e-6); the
 # larger F(4x4, 3x3) saves more but multiplies by up to 8 in its transforms and lost ~30x in
 # accuracy, so it is not used.
-_WINOGRAD_G = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]],
-                           dtype=torch.float64)
-
-
 def _winograd_linears(weight: torch.Tensor, bias: torch.Tensor) -> list[Linear]:
     """The 16 ``(Cout, Cin)`` matrices ``(G w G^T)[p, q]``, row-major over (p, q). The bias goes
     with position (1, 1), whose product reaches every output of a tile with weight 1."""
-    u = torch.einsum("pi,ocij,qj->pqoc", _WINOGRAD_G, weight.double(), _WINOGRAD_G).float()
+    cout, cin = weight.shape[:2]
+    g = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+    # vec(G w G^T) = kron(G, G) vec(w): one (16, 9) x (9, Cout * Cin) product, exact factors
+    u = torch.mm(torch.kron(g, g), weight.reshape(-1, 9).t()).view(4, 4, cout, cin)
     return [Linear(u[p, q], bias if (p, q) == (1, 1) else None) for p in range(4) for q in range(4)]
 
 
@@ -319,7 +318,7 @@ class FastConv(nn.Module):
         self.out_channels = conv.out_channels
         self.method = method or choose_method(self.kernel, conv.in_channels, conv.out_channels, width)
         if self.method == "narrow":
-            if width > self.kernel // 2 + 1:
+            if width > self.kernel // 2 + 1:  # (then some taps would fall outside the kernel)
                 raise ValueError(f"narrow needs a map at most {self.kernel // 2 + 1} bins wide, not {width}")
             self.form = Linear(_narrow_matrix(weight, width), bias.repeat(width))
         elif self.method == "gemm":  # taps ordered (kh, kw, c)

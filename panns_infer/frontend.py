@@ -18,6 +18,7 @@ was trained with another configuration than the one we detected.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -119,6 +120,13 @@ def mel_filterbank(cfg: FrontEndConfig) -> np.ndarray:
 
 def stft_kernels(cfg: FrontEndConfig) -> tuple[np.ndarray, np.ndarray]:
     """Real and imaginary DFT kernels with a periodic Hann window, each ``(F, 1, n_fft)``."""
+    real, imag = _stft_kernels(cfg)
+    return real.copy(), imag.copy()
+
+
+@functools.lru_cache(maxsize=4)
+def _stft_kernels(cfg: FrontEndConfig) -> tuple[np.ndarray, np.ndarray]:
+    # computed once per configuration: every model build and checkpoint check needs them
     n_fft = cfg.window_size
     n = np.arange(n_fft, dtype=np.float64)
     window = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / n_fft)

@@ -16,10 +16,11 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 from urllib.parse import urlsplit
 
-import requests
+if TYPE_CHECKING:  # imported where a download starts: it costs ~0.15 s at every CLI start
+    import requests
 
 from .errors import ChecksumError, DownloadError, PannsError
 
@@ -181,6 +182,8 @@ def _status_error(url: str, dest: Path, response: requests.Response) -> Download
 
 def _open_response(session: requests.Session, url: str, dest: Path, start: int,
                    timeout: float) -> requests.Response:
+    import requests
+
     headers = {"Accept-Encoding": "identity"}
     if start:
         headers["Range"] = f"bytes={start}-"
@@ -208,6 +211,8 @@ def _stream(url: str, dest: Path, tmp: Path, *, pin: Optional[tuple[str, str]],
             expected_size: Optional[int], timeout: float, retries: int,
             progress: Optional[bool]) -> None:
     """Download ``url`` into ``tmp``, resuming and retrying; check length and checksum."""
+    import requests
+
     algorithm = pin[0] if pin else "sha256"
     digest = _new_hash(algorithm)
     written = 0  # bytes in tmp, all of them fed to digest

@@ -111,3 +111,24 @@ def test_events_need_a_sed_checkpoint_or_a_timeline(cnn6, labels_csv, tmp_path, 
     assert record["source"] == wav and all(0 <= e["onset"] < e["offset"] <= 3.0 for e in record["events"])
     with pytest.raises(SystemExit):
         main([wav, "-c", cnn6, "--labels", str(labels_csv), "--format", "tsv"])
+
+
+@requires_fixtures
+def test_short_jobs_skip_the_fast_path_and_long_ones_use_it(cnn6, labels_csv, tmp_path, capsys):
+    """Building the CPU fast path costs more than it saves on a few seconds of audio."""
+    from panns_infer import fast
+
+    built = []
+    real = fast.optimize
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fast, "optimize", lambda model, **kw: built.append(model.arch) or real(model, **kw))
+        short = _wav(tmp_path / "short.wav", seconds=2.0)
+        assert main([short, "-c", cnn6, "--labels", str(labels_csv), "--device", "cpu"]) == 0
+        assert built == []
+        long = _wav(tmp_path / "long.wav", seconds=31.0, rate=16000)
+        assert main([short, long, "-c", cnn6, "--labels", str(labels_csv), "--device", "cpu"]) == 0
+        assert built == ["Cnn6"]
+        many = [_wav(tmp_path / f"m{i}.wav", seconds=0.5, seed=i) for i in range(9)]
+        assert main(many + ["-c", cnn6, "--labels", str(labels_csv), "--device", "cpu"]) == 0
+        assert built == ["Cnn6", "Cnn6"]
+    capsys.readouterr()
