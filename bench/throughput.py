@@ -9,7 +9,10 @@ inputs; each figure is the median of --reps timed calls after a warm-up. The scr
 measures this machine's float32 matrix-multiply peak and reports the fraction of the
 direct-convolution limit reached: multiply-adds are counted over the convolution and linear
 layers with forward hooks (output elements x input channels per group x kernel taps), the
-STFT excluded, so the limit is peak / (2 x multiply-adds) clips per second.
+STFT excluded, so the limit is peak / (2 x multiply-adds) clips per second. The peak is
+oneDNN's packed-weight GEMM (torch.mm's MKL rate, ~half of it on AMD processors, is printed
+too). Above 100% means fewer multiply-adds than direct convolution (Winograd, the narrow
+last block, the FFT spectrogram).
 """
 
 from __future__ import annotations
@@ -28,14 +31,23 @@ from _common import WORK, checkpoint, labels_for_peer, machine
 CLIP = 320_000  # 10 s at 32 kHz
 
 
-def matmul_peak(seconds: float = 2.0) -> float:
+def matmul_peak(seconds: float = 2.0) -> tuple[float, float]:
+    """float32 GFLOP/s of a 2048^3 matrix product: (oneDNN with packed weights, the fastest
+    GEMM on this machine, which panns_infer.fast uses; torch.mm, which is MKL in the CPU wheels
+    and takes its AVX2 path on AMD processors)."""
+    from panns_infer.fast import Linear
+
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    torch.mm(a, b)
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        torch.mm(a, b)
-        n += 1
-    return 2 * 2048 ** 3 * n / (time.perf_counter() - start) / 1e9
+    packed = Linear(b, None)
+    rates = []
+    for fn in (lambda: packed(a), lambda: torch.mm(a, b)):
+        fn()
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            fn()
+            n += 1
+        rates.append(2 * 2048 ** 3 * n / (time.perf_counter() - start) / 1e9)
+    return rates[0], rates[1]
 
 
 def multiply_adds(model: torch.nn.Module, samples: int = CLIP) -> float:
@@ -114,8 +126,8 @@ def main() -> None:
 
     rng = np.random.default_rng(0)
     clips = [(rng.standard_normal(CLIP) * 0.1).astype(np.float32) for _ in range(8)]
-    peak = matmul_peak()
-    print(f"machine: {machine()}; float32 matmul peak {peak:.0f} GFLOP/s")
+    peak, mkl = matmul_peak()
+    print(f"machine: {machine()}; float32 matmul peak {peak:.0f} GFLOP/s (oneDNN packed; torch.mm {mkl:.0f})")
     rows = []
     jobs = [("Cnn14", "tag"), ("Cnn14", "embed"), ("Cnn14_DecisionLevelMax", "framewise")]
     for arch, job in jobs[:1] if args.quick else jobs:

@@ -58,6 +58,10 @@ _CHUNK_FLOATS = 16 * 1024 * 1024
 WINOGRAD_MIN_CHANNELS = 128
 # Winograd works on chunks of about this many input floats (8 MB) at a time.
 _WINOGRAD_CHUNK_FLOATS = 2 * 1024 * 1024
+# Batches run in slices of at most this many frames (two 10 s clips): measured on Cnn14 at
+# batch 8, slices of 2 clips ran 12.9 clips/s, of 4 11.1 and the whole batch 10.8 (the
+# activations of a slice stay in cache from one layer to the next).
+_SLICE_FRAMES = 2048
 # The leading direct-convolution blocks run on slices of the batch whose first activation
 # map holds at most this many floats (16 MB, half this machine's L3 cache).
 _LEAD_SLICE_FLOATS = 4 * 1024 * 1024
@@ -429,8 +433,12 @@ class FastCnn(Cnn):
         self.eval()
 
     def forward(self, waveform: torch.Tensor) -> dict[str, torch.Tensor]:
+        step = max(1, _SLICE_FRAMES // self.frontend_config.frames(self.target_length(waveform.shape[-1])))
         with torch.no_grad():  # inference only: batch norm is folded, GEMMs write in place
-            return super().forward(waveform)
+            if step >= waveform.shape[0]:
+                return super().forward(waveform)
+            parts = [super(FastCnn, self).forward(waveform[i:i + step]) for i in range(0, waveform.shape[0], step)]
+        return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
 
     def logmel(self, waveform: torch.Tensor) -> torch.Tensor:
         if not self.fft:

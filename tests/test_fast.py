@@ -11,7 +11,8 @@ import torch
 from conftest import load_goldens, requires_fixtures
 from panns_infer import AudioTagger
 from panns_infer.checkpoint import load_model
-from panns_infer.fast import FastCnn, optimize, supports
+from panns_infer import fast as fast_module
+from panns_infer.fast import METHODS, FastCnn, FastConv, optimize, supports
 from panns_infer.models import build_model, list_architectures
 from panns_infer.models.cnn import CNN_CONFIGS
 
@@ -55,6 +56,57 @@ def test_optimized_equals_model_on_fixture_weights(arch, fixture_checkpoint):
             x = torch.randn(batch, n, generator=gen) * 0.1
             for key, err in _max_diff(model(x), fast(x)).items():
                 assert err <= TOL, f"{arch} batch {batch} length {n} {key}: {err:.3g}"
+
+
+@pytest.mark.parametrize("packed", [True, False], ids=["onednn-packed", "addmm"])
+@pytest.mark.parametrize("method", METHODS)
+def test_every_conv_method_equals_conv_bn_relu(method, packed, monkeypatch):
+    """Each way FastConv can run a layer, on odd and even map sizes, batch 1 and 3, against
+    the layer it replaces; with and without oneDNN's packed weights."""
+    if not packed:
+        monkeypatch.setattr(fast_module, "PACKED_LINEAR", False)
+    elif not fast_module.PACKED_LINEAR:
+        pytest.skip("this torch build has no oneDNN packed linear")
+    gen = torch.Generator().manual_seed(3)
+    for cin, cout, height, width in [(1, 8, 9, 6), (6, 16, 7, 5), (16, 24, 10, 8), (8, 8, 5, 2), (8, 8, 6, 1)]:
+        if method == "narrow" and width > 2:
+            continue
+        conv = torch.nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+        bn = _random_bn(torch.nn.Sequential(torch.nn.BatchNorm2d(cout)))[0]
+        with torch.no_grad():
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * 0.3)
+        layer = FastConv(conv, bn, width, method=method)
+        assert layer.method == method
+        for batch in (1, 3):
+            x = torch.randn(batch, cin, height, width, generator=gen)
+            with torch.inference_mode():
+                want = torch.relu(bn(conv(x)))
+                got = layer(x)
+            assert got.shape == want.shape
+            assert float((got - want).abs().max()) <= 1e-5 * max(1.0, float(want.abs().max())), (cin, cout, height, width)
+
+
+def test_spectrogram_by_fft_only_for_the_standard_kernels():
+    model = build_model("Cnn6").eval()
+    x = torch.randn(2, 40000) * 0.1
+    assert optimize(model).fft
+    with torch.no_grad():  # a front end that is not a Hann-windowed DFT: the convolution stays
+        model.spectrogram_extractor.stft.conv_real.weight.mul_(0.5)
+    fast = optimize(model)
+    assert not fast.fft
+    with torch.inference_mode():
+        for key, err in _max_diff(model(x), fast(x)).items():
+            assert err <= TOL, key
+
+
+def test_methods_refuse_shapes_they_cannot_run():
+    conv, bn = torch.nn.Conv2d(4, 4, 5, padding=2, bias=False), torch.nn.BatchNorm2d(4).eval()
+    with pytest.raises(ValueError, match="3x3"):
+        FastConv(conv, bn, 16, method="winograd")
+    with pytest.raises(ValueError, match="at most 3 bins"):
+        FastConv(conv, bn, 16, method="narrow")
+    with pytest.raises(ValueError, match="unknown method"):
+        FastConv(conv, bn, 16, method="fft")
 
 
 @pytest.mark.parametrize("arch", ["Cnn6", "Cnn14_DecisionLevelMax"])
