@@ -86,6 +86,7 @@ class Engine:
             from .fast import optimize as optimize_model
 
             self.runner = optimize_model(model, release=True)
+            _trim_heap()  # building it freed the original weights and many temporaries
         self.device = device
         self.precision = precision
         self.batch_size = batch_size

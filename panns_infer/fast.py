@@ -218,13 +218,14 @@ def _narrow_matrix(weight: torch.Tensor, width: int) -> torch.Tensor:
 # larger F(4x4, 3x3) saves more but multiplies by up to 8 in its transforms and lost ~30x in
 # accuracy, so it is not used.
 def _winograd_linears(weight: torch.Tensor, bias: torch.Tensor) -> list[Linear]:
-    """The 16 ``(Cout, Cin)`` matrices ``(G w G^T)[p, q]``, row-major over (p, q). The bias goes
-    with position (1, 1), whose product reaches every output of a tile with weight 1."""
+    """The 16 ``(Cout, Cin)`` matrices ``(G w G^T)[p, q]``, row-major over (p, q), packed one
+    at a time (so the transformed weights are never held twice). The bias goes with position
+    (1, 1), whose product reaches every output of a tile with weight 1."""
     cout, cin = weight.shape[:2]
     g = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
-    # vec(G w G^T) = kron(G, G) vec(w): one (16, 9) x (9, Cout * Cin) product, exact factors
-    u = torch.mm(torch.kron(g, g), weight.reshape(-1, 9).t()).view(4, 4, cout, cin)
-    return [Linear(u[p, q], bias if (p, q) == (1, 1) else None) for p in range(4) for q in range(4)]
+    taps = weight.reshape(cout, cin, 9)
+    # (G w G^T)[p, q] = sum over taps (i, j) of G[p, i] G[q, j] w[:, :, i, j]: exact factors
+    return [Linear(torch.matmul(taps, row), bias if i == 5 else None) for i, row in enumerate(torch.kron(g, g))]
 
 
 def _tile_transform(src: list[torch.Tensor], out: torch.Tensor) -> None:
@@ -315,28 +316,34 @@ class FastConv(nn.Module):
     Output is logical NCHW, channels-last or contiguous depending on the method.
     """
 
-    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, width: int, method: Optional[str] = None) -> None:
+    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, width: int, method: Optional[str] = None,
+                 *, release: bool = False) -> None:
         super().__init__()
-        weight, bias = fold_batch_norm(conv, bn)
         self.kernel = conv.kernel_size[0]
         self.out_channels = conv.out_channels
         self.method = method or choose_method(self.kernel, conv.in_channels, conv.out_channels, width)
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; one of {METHODS}")
+        if self.method == "narrow" and width > self.kernel // 2 + 1:  # taps would fall outside the kernel
+            raise ValueError(f"narrow needs a map at most {self.kernel // 2 + 1} bins wide, not {width}")
+        if self.method == "winograd" and self.kernel != 3:
+            raise ValueError(f"winograd needs a 3x3 kernel, not {self.kernel}x{self.kernel}")
+        weight, bias = fold_batch_norm(conv, bn)
+        if release:  # free the original weights at once: at most one layer's are held twice
+            conv.to_empty(device="meta")
+            bn.to_empty(device="meta")
         if self.method == "narrow":
-            if width > self.kernel // 2 + 1:  # (then some taps would fall outside the kernel)
-                raise ValueError(f"narrow needs a map at most {self.kernel // 2 + 1} bins wide, not {width}")
-            self.form = Linear(_narrow_matrix(weight, width), bias.repeat(width))
+            matrix = _narrow_matrix(weight, width)
+            del weight
+            self.form = Linear(matrix, bias.repeat(width))
         elif self.method == "gemm":  # taps ordered (kh, kw, c)
             self.form = Linear(weight.permute(0, 2, 3, 1).reshape(conv.out_channels, -1), bias)
         elif self.method == "winograd":
-            if self.kernel != 3:
-                raise ValueError(f"winograd needs a 3x3 kernel, not {self.kernel}x{self.kernel}")
             self.form = _winograd_linears(weight, bias)
-        elif self.method in ("onednn", "onednn_cl"):
+        else:
             fmt = torch.channels_last if self.method == "onednn_cl" else torch.contiguous_format
             self.register_buffer("weight", weight.contiguous(memory_format=fmt))
             self.register_buffer("bias", bias)
-        else:
-            raise ValueError(f"unknown method {method!r}; one of {METHODS}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.method == "narrow":
@@ -356,13 +363,7 @@ class FastBlock(nn.Module):
         super().__init__()
         self.pool = block.pool
         pairs = [(block.conv1, block.bn1)] + ([(block.conv2, block.bn2)] if isinstance(block, ConvBlock) else [])
-        convs = []
-        for conv, bn in pairs:
-            convs.append(FastConv(conv, bn, width))
-            if release:  # free the original weights at once: they are never held twice
-                conv.to_empty(device="meta")
-                bn.to_empty(device="meta")
-        self.convs = nn.ModuleList(convs)
+        self.convs = nn.ModuleList([FastConv(conv, bn, width, release=release) for conv, bn in pairs])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for conv in self.convs:
