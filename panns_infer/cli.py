@@ -64,7 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list-models", action="store_true", help="list the released checkpoints and exit")
     p.add_argument("--download", nargs="+", metavar="NAME", help="download checkpoints into the cache and exit")
     p.add_argument("--window", type=float, default=10.0,
-                   help="files longer than this many seconds run as overlapping windows (default: 10)")
+                   help="files longer than --whole-up-to run as overlapping windows this many seconds long "
+                        "(default: 10; 0 runs every file whole)")
+    p.add_argument("--whole-up-to", type=float, default=30.0, metavar="SECONDS",
+                   help="files up to this long run whole, as the reference runs them (default: 30)")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     corpus = p.add_argument_group("corpora")
     corpus.add_argument("--recursive", "-r", action="store_true", help="read the subfolders of directories too")
@@ -157,6 +160,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     tagger = AudioTagger(args.checkpoint, arch=args.arch, device=args.device, labels=args.labels,
                          batch_size=args.batch_size, offline=args.offline or None, progress=progress,
                          window=args.window if args.window and args.window > 0 else None,
+                         whole_up_to=args.whole_up_to,
                          optimize=_worth_optimizing(files))
     _ = tagger.labels  # fail early (exit 2) when the labels cannot be had
     if (args.events or args.plot) and not tagger.model.has_framewise and args.segment is None:

@@ -4,7 +4,8 @@ Rules that keep results exact:
 
 * Clips are grouped by the length the network will see (after short-clip padding) and only
   equal lengths share a batch; nothing is padded to match another clip.
-* A clip no longer than the window runs whole, so its result is the reference's.
+* A clip up to ``whole_up_to`` seconds (at least one window) runs whole, so its result is the
+  reference's.
 * A longer clip runs as overlapping windows (see :mod:`panns_infer.windows`). Clip-level
   outputs aggregate the windows (``"max"`` or ``"mean"``), segment outputs of decision-level
   models are stitched keeping each window's centre. Files are streamed block by block, so
@@ -37,7 +38,7 @@ ProgressCallback = Callable[[float, float], None]
 
 @dataclass(frozen=True)
 class LongFile:
-    """A file longer than one window, decoded lazily.
+    """A file that runs as windows, decoded lazily.
 
     Attributes:
         path: the file.
@@ -65,6 +66,8 @@ class Engine:
         window: window length in seconds for long inputs; ``None`` runs every input whole.
         hop: seconds between window starts (rounded down to whole segments); default: half
             the window.
+        whole_up_to: inputs up to this many seconds (and at least up to one window) run
+            whole; longer ones run as windows.
         precision: ``"fp32"`` (exact), or on CUDA ``"tf32"``, ``"fp16"``, ``"bf16"``.
         optimize: on the CPU in ``fp32``, run batches through :func:`panns_infer.fast.optimize`'s
             module (same outputs to float32 rounding, faster) where the architecture has one.
@@ -74,8 +77,8 @@ class Engine:
     """
 
     def __init__(self, model: PannsModel, device: torch.device, *, batch_size: int,
-                 window: Optional[float], hop: Optional[float], precision: str = "fp32",
-                 optimize: bool = True) -> None:
+                 window: Optional[float], hop: Optional[float], whole_up_to: float = 0.0,
+                 precision: str = "fp32", optimize: bool = True) -> None:
         if precision not in PRECISIONS:
             raise InvalidArgumentError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if precision != "fp32" and device.type != "cuda":
@@ -92,8 +95,10 @@ class Engine:
         self.batch_size = batch_size
         rate = model.sample_rate
         self.segment_samples = model.frontend_config.hop_size * model.frames_per_segment
+        if not whole_up_to >= 0:
+            raise InvalidArgumentError(f"need whole_up_to >= 0 seconds, got {whole_up_to!r}")
         if window is None:
-            self.window = self.hop = None
+            self.window = self.hop = self.whole = None
         else:
             if not window > 0 or (hop is not None and not 0 < hop <= window):
                 raise InvalidArgumentError(f"need window > 0 and 0 < hop <= window seconds, got "
@@ -101,15 +106,16 @@ class Engine:
             self.window = max(int(round(window * rate)), model.min_samples)
             hop_samples = int(round((window / 2 if hop is None else hop) * rate))
             self.hop = max(self.segment_samples, hop_samples // self.segment_samples * self.segment_samples)
+            self.whole = max(self.window, int(round(whole_up_to * rate)))  # longest input run whole
 
     # -- inputs --------------------------------------------------------------------------------
 
     def is_long(self, num_samples: int) -> bool:
         """Whether an input of this many samples runs as windows."""
-        return self.window is not None and num_samples > self.window
+        return self.whole is not None and num_samples > self.whole
 
     def file_item(self, path: Union[str, os.PathLike]) -> Optional[LongFile]:
-        """A :class:`LongFile` for a file longer than one window, else ``None``."""
+        """A :class:`LongFile` for a file that runs as windows, else ``None``."""
         if self.window is None:
             return None
         frames, rate = probe_file(path)

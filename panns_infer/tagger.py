@@ -79,11 +79,13 @@ class AudioTagger:
         labels: a path to an AudioSet-format label CSV, or a list of class names. By
             default the AudioSet list is used (fetched into the cache on first need).
         batch_size: clips (or windows of long inputs) per forward pass.
-        window: inputs longer than this many seconds run as overlapping windows (10 s, the
-            training clip length), which bounds memory for recordings of any length;
-            ``None`` runs every input whole, as the reference does.
+        window: inputs longer than ``whole_up_to`` run as overlapping windows this many
+            seconds long (10 s, the training clip length), which bounds memory for
+            recordings of any length; ``None`` runs every input whole, as the reference does.
         hop: seconds between windows, rounded down to whole 0.32 s segments (default:
             half the window).
+        whole_up_to: inputs up to this many seconds (30 s; at least one window) run whole,
+            as the reference runs them, so their results are the reference's.
         precision: ``"fp32"`` (default; equal to the reference), or on CUDA ``"tf32"``,
             ``"fp16"`` or ``"bf16"`` for speed, with the tolerances the README gives.
         sha256: checksum of a URL checkpoint (recommended).
@@ -106,7 +108,8 @@ class AudioTagger:
     def __init__(self, checkpoint: Union[PathLike, Checkpoint] = DEFAULT_CHECKPOINT, *,
                  arch: Optional[str] = None, device: Union[str, torch.device] = "auto",
                  labels: Union[PathLike, Sequence[str], None] = None, batch_size: int = 8,
-                 window: Optional[float] = 10.0, hop: Optional[float] = None, precision: str = "fp32",
+                 window: Optional[float] = 10.0, hop: Optional[float] = None, whole_up_to: float = 30.0,
+                 precision: str = "fp32",
                  sha256: Optional[str] = None, offline: Optional[bool] = None,
                  progress: Optional[bool] = None, optimize: bool = True) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -124,7 +127,7 @@ class AudioTagger:
         self._net.to(self.device)
         self._plain: Optional[PannsModel] = None
         self._engine = Engine(self._net, self.device, batch_size=batch_size, window=window, hop=hop,
-                              precision=precision, optimize=optimize)
+                              whole_up_to=whole_up_to, precision=precision, optimize=optimize)
         self._labels_arg = labels
         self._labels: Optional[list[str]] = None
         self._labels_lock = threading.Lock()
@@ -198,7 +201,7 @@ class AudioTagger:
     # -- inference -----------------------------------------------------------------------------
 
     def _items(self, x: Any, sample_rate: Optional[int]) -> tuple[list[Item], bool]:
-        """Inputs as clips in memory, or :class:`LongFile` for files longer than one window."""
+        """Inputs as clips in memory, or :class:`LongFile` for files that run as windows."""
 
         def long_file(el: Any) -> Optional[LongFile]:
             if isinstance(el, (str, os.PathLike)) and Path(el).is_file():
@@ -224,7 +227,7 @@ class AudioTagger:
                 list mixing paths and 1-D arrays of any lengths.
             sample_rate: the rate of arrays/tensors (default: :attr:`sample_rate`).
             top_k: how many labels to keep in ``Tags.labels``/``Tags.scores``.
-            aggregate: how the windows of an input longer than ``window`` combine: ``"max"``
+            aggregate: how the windows of an input longer than ``whole_up_to`` combine: ``"max"``
                 (a class is as present as in its strongest window) or ``"mean"``.
             callback: called as ``callback(seconds_done, seconds_total)`` while running.
 
@@ -247,7 +250,7 @@ class AudioTagger:
               callback: Optional[ProgressCallback] = None) -> np.ndarray:
         """Embeddings (the penultimate layer), ``(D,)`` for one clip or ``(N, D)`` for several.
 
-        An input longer than ``window`` gives the ``"mean"`` (default) or ``"max"`` of its
+        An input longer than ``whole_up_to`` gives the ``"mean"`` (default) or ``"max"`` of its
         windows' embeddings.
 
         Raises:
@@ -272,7 +275,7 @@ class AudioTagger:
                   callback: Optional[ProgressCallback] = None) -> Union[Framewise, list[Framewise]]:
         """Frame-level probabilities for sound event detection (decision-level checkpoints).
 
-        An input longer than ``window`` runs as overlapping windows whose outputs are
+        An input longer than ``whole_up_to`` runs as overlapping windows whose outputs are
         stitched keeping each window's centre; its ``clipwise`` is the max over windows.
 
         Raises:

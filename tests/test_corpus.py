@@ -25,7 +25,7 @@ from panns_infer.engine import Engine
 from panns_infer.errors import AudioDecodeError, InvalidArgumentError
 
 # name, seconds, rate, channels: formats, rates, stereo, a file longer than the 10 s window
-# (run as windows), one shorter than Cnn6's minimum (padded), and two of equal length
+# (run as windows: the taggers here use whole_up_to=0), one shorter than Cnn6's minimum (padded), and two of equal length
 CORPUS = [
     ("a.wav", 1.0, 32000, 1),
     ("b.wav", 1.0, 32000, 2),
@@ -34,6 +34,11 @@ CORPUS = [
     ("sub/e.flac", 10.5, 22050, 1),
     ("sub/deep/f.wav", 0.1, 22050, 1),
 ]
+
+
+def _emb_tol(embedding: np.ndarray) -> float:
+    """Batch invariance of embeddings: 1e-5 of the vector's largest |value| (test_parity.py)."""
+    return 1e-5 * max(1.0, float(np.abs(embedding).max()))
 
 
 def _write(path: Path, seconds: float, rate: int, channels: int = 1, seed: int = 0) -> str:
@@ -60,14 +65,14 @@ def cnn6(fixture_checkpoint):
 def tagger(cnn6, labels_csv):
     from panns_infer import AudioTagger
 
-    return AudioTagger(cnn6, labels=labels_csv, device="cpu")
+    return AudioTagger(cnn6, labels=labels_csv, device="cpu", whole_up_to=0)
 
 
 @pytest.fixture
 def run(cnn6, labels_csv):
     """``run(*args) -> exit status`` of panns-tag with the Cnn6 fixture checkpoint and labels."""
     def go(*args: str) -> int:
-        return main([*args, "-c", cnn6, "--labels", str(labels_csv), "--no-progress"])
+        return main([*args, "-c", cnn6, "--labels", str(labels_csv), "--no-progress", "--whole-up-to", "0"])
     return go
 
 
@@ -271,7 +276,7 @@ def test_resume_skips_done_files_retries_errors_and_redoes_changed_ones(run, tag
     z = np.load(emb)
     assert sorted(z["paths"].tolist()) == sorted(files + [str(bad)]) and z["embeddings"].shape == (7, 512)
     for p, row, size, mtime in zip(z["paths"], z["embeddings"], z["sizes"], z["mtimes"]):
-        np.testing.assert_allclose(row, tagger.embed(str(p)), rtol=0, atol=1e-5)
+        np.testing.assert_allclose(row, want := tagger.embed(str(p)), rtol=0, atol=_emb_tol(want))
         assert (int(size), float(mtime)) == file_stat(str(p))
     assert not Path(str(emb) + ".partial").exists()
 
@@ -350,7 +355,7 @@ def test_kill_mid_run_then_resume(cnn6, labels_csv, run, tagger, tmp_path, decod
     z = np.load(emb)
     assert sorted(z["paths"].tolist()) == sorted(files) and z["embeddings"].shape == (len(files), 512)
     for p, row in zip(z["paths"], z["embeddings"]):
-        np.testing.assert_allclose(row, tagger.embed(str(p)), rtol=0, atol=1e-5)
+        np.testing.assert_allclose(row, want := tagger.embed(str(p)), rtol=0, atol=_emb_tol(want))
 
 
 # -- embeddings --------------------------------------------------------------------------------
@@ -369,7 +374,7 @@ def test_npy_embeddings_with_paths_file_grow_on_resume(run, tagger, tmp_path, de
     matrix = np.load(emb)
     assert paths == files and matrix.shape == (6, 512)
     for p, row in zip(paths, matrix):
-        np.testing.assert_allclose(row, tagger.embed(p), rtol=0, atol=1e-5)
+        np.testing.assert_allclose(row, want := tagger.embed(p), rtol=0, atol=_emb_tol(want))
 
 
 def test_embedding_journal_survives_a_torn_tail(tmp_path):

@@ -43,7 +43,7 @@ def _devices():
 
 @pytest.fixture(scope="module", params=list(_devices()))
 def tagger(request, fixture_checkpoint, labels_csv) -> AudioTagger:
-    return AudioTagger(fixture_checkpoint("Cnn6"), device=request.param, labels=labels_csv)
+    return AudioTagger(fixture_checkpoint("Cnn6"), device=request.param, labels=labels_csv, whole_up_to=0)
 
 
 def _jobs(folder):

@@ -12,6 +12,7 @@ import soundfile
 from conftest import requires_fixtures
 from panns_infer import AudioTagger
 from panns_infer.audio import resample
+from panns_infer.errors import InvalidArgumentError
 from panns_infer.windows import iter_windows, plan_windows, resample_stream, stitch_segments
 
 NAMES = [f"class {i}" for i in range(527)]
@@ -65,7 +66,7 @@ def test_stitch_keeps_the_centre_of_overlaps():
 @pytest.fixture(scope="module")
 def sed(fixture_checkpoint):
     return AudioTagger(fixture_checkpoint("Cnn14_DecisionLevelMax", name="Cnn14_DecisionLevelMax.pth"),
-                       device="cpu", labels=NAMES)
+                       device="cpu", labels=NAMES, whole_up_to=0)
 
 
 @requires_fixtures
@@ -89,6 +90,28 @@ def test_no_window_at_most_one_window_is_the_whole_clip(sed, fixture_checkpoint)
     np.testing.assert_array_equal(sed.framewise(x).probabilities, whole.framewise(x).probabilities)
     longer = np.concatenate([x, x])
     assert whole.framewise(longer).probabilities.shape == sed.framewise(longer).probabilities.shape
+
+
+@requires_fixtures
+def test_inputs_up_to_whole_up_to_run_whole_and_longer_ones_as_windows(fixture_checkpoint, tmp_path):
+    """By default (whole_up_to=30) a 20 s input gives the whole-input (reference) result, as
+    array and as file; a 31 s one runs as 10 s windows."""
+    path = fixture_checkpoint("Cnn6")
+    default = AudioTagger(path, device="cpu", labels=NAMES)
+    whole = AudioTagger(path, device="cpu", labels=NAMES, window=None)
+    windows = AudioTagger(path, device="cpu", labels=NAMES, whole_up_to=0)
+    rng = np.random.default_rng(8)
+    x20 = (rng.standard_normal(20 * 32000) * 0.1).astype(np.float32)
+    x31 = (rng.standard_normal(31 * 32000) * 0.1).astype(np.float32)
+    soundfile.write(tmp_path / "x20.wav", x20, 32000, subtype="FLOAT")
+    for clip in (x20, str(tmp_path / "x20.wav")):
+        got = default.tag(clip).probabilities
+        np.testing.assert_allclose(got, whole.tag(clip).probabilities, atol=1e-6)
+        assert np.abs(got - windows.tag(clip).probabilities).max() > 1e-4  # windows would differ
+    np.testing.assert_allclose(default.tag(x31).probabilities, windows.tag(x31).probabilities, atol=1e-6)
+    assert np.abs(default.tag(x31).probabilities - whole.tag(x31).probabilities).max() > 1e-4
+    with pytest.raises(InvalidArgumentError, match="whole_up_to"):
+        AudioTagger(path, device="cpu", labels=NAMES, whole_up_to=-1)
 
 
 @requires_fixtures
