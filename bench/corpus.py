@@ -14,9 +14,9 @@ files and the same deterministic Cnn14 checkpoint (../shared/fixtures, plain lay
   the network's thread, no overlap);
 * ``tagger.tag() loop``: one ``AudioTagger.tag(path)`` per file (no overlap, no batching
   across files);
-* ``... window=None``: every file run whole, which is the work the peer does (by default
-  files over 10 s run as 10 s windows with 50% overlap, up to ~1.7x the network work for a
-  30 s file);
+* ``... whole_up_to=0``: files over 10 s run as 10 s windows with 50% overlap (by default
+  files up to 30 s run whole, as the reference and the peer run them; windows are up to ~1.7x
+  that network work for a 30 s file);
 * ``panns_inference``: ``librosa.load(path, sr=32000)`` then ``AudioTagging.inference`` per
   file, as its README shows (librosa resamples with soxr, not kaiser_best).
 
@@ -54,7 +54,7 @@ from panns_infer.corpus import tag_corpus
 folder, ckpt, labels, device, mode, value = sys.argv[1:7]
 files = sorted(str(p) for p in __import__("pathlib").Path(folder).iterdir())
 t0 = time.perf_counter()
-tagger = AudioTagger(ckpt, labels=labels, device=device, window=None if mode == "whole" else 10.0)
+tagger = AudioTagger(ckpt, labels=labels, device=device, whole_up_to=0 if mode == "windows" else 30.0)
 load = time.perf_counter() - t0
 t0 = time.perf_counter()
 if mode == "loop":
@@ -119,7 +119,9 @@ def main() -> None:
             ("tag_corpus workers=default", OURS, [str(folder), ckpt, labels, args.device, "corpus", "default"]),
             ("tag_corpus workers=0", OURS, [str(folder), ckpt, labels, args.device, "corpus", "0"]),
             ("tagger.tag() loop", OURS, [str(folder), ckpt, labels, args.device, "loop", "-"]),
-            ("tag_corpus window=None", OURS, [str(folder), ckpt, labels, args.device, "whole", "default"]),
+            ("tag_corpus workers=1", OURS, [str(folder), ckpt, labels, args.device, "corpus", "1"]),
+            ("tag_corpus whole_up_to=0 (10 s windows)", OURS,
+             [str(folder), ckpt, labels, args.device, "windows", "default"]),
         ]
         if not args.no_peer:
             runs.append(("panns_inference + librosa.load", PEER, [str(folder), ckpt, args.device]))

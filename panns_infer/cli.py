@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     corpus.add_argument("--overwrite", action="store_true",
                         help="start --output and --embeddings afresh instead of resuming")
     corpus.add_argument("--workers", type=int, default=None,
-                        help="threads decoding ahead of the network (default: min(8, CPUs); 0: none)")
+                        help="threads decoding ahead of the network (default: on CUDA min(8, CPUs), on the CPU the "
+                             "cores torch leaves free; 0: none)")
     sed = p.add_argument_group("sound event detection")
     sed.add_argument("--events", action="store_true",
                      help="print sound events instead of tags (decision-level checkpoints, or any with --segment)")

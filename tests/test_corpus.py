@@ -18,6 +18,7 @@ import soundfile
 
 from conftest import requires_fixtures
 from panns_infer.corpus import run as corpus_run
+from panns_infer import AudioTagger
 from panns_infer.cli import main
 from panns_infer.corpus import (EmbeddingStore, FileResult, RecordFile, discover, file_stat, read_manifest,
                                 tag_corpus)
@@ -63,8 +64,6 @@ def cnn6(fixture_checkpoint):
 
 @pytest.fixture(scope="module")
 def tagger(cnn6, labels_csv):
-    from panns_infer import AudioTagger
-
     return AudioTagger(cnn6, labels=labels_csv, device="cpu", whole_up_to=0)
 
 
@@ -170,6 +169,31 @@ def test_results_equal_tagging_each_file_alone(tagger, tmp_path, monkeypatch, wo
         np.testing.assert_allclose(r.embedding, emb, rtol=0, atol=1e-5 * np.abs(emb).max())
         assert r.sample_rate == rate and r.duration == pytest.approx(seconds, abs=1e-3)
         assert (r.size, r.mtime) == file_stat(path)
+
+
+@requires_fixtures
+def test_a_file_past_the_decode_whole_limit_can_still_run_whole(cnn6, labels_csv, tmp_path):
+    """whole_up_to above the 60 s a corpus decodes at once: the file is streamed into one span."""
+    path = _write(tmp_path / "long.wav", 61.0, 16000)
+    tagger = AudioTagger(cnn6, labels=labels_csv, device="cpu", whole_up_to=90)
+    (result,), = list(tag_corpus(tagger, [path], top_k=3, workers=0))
+    assert result.ok and result.duration == pytest.approx(61.0, abs=1e-3)
+    np.testing.assert_allclose(result.tags.probabilities, tagger.tag(path).probabilities, rtol=0, atol=1e-5)
+    whole = AudioTagger(cnn6, labels=labels_csv, device="cpu", window=None)
+    np.testing.assert_allclose(result.tags.probabilities, whole.tag(path).probabilities, rtol=0, atol=1e-5)
+
+
+def test_default_decoding_threads_leave_the_network_its_cores(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(corpus_run.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert corpus_run._default_workers(torch.device("cpu")) == 0
+    assert corpus_run._default_workers(torch.device("cuda")) == 2
+    monkeypatch.setattr(corpus_run.os, "cpu_count", lambda: 32)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
+    assert corpus_run._default_workers(torch.device("cpu")) == 8
+    assert corpus_run._default_workers(torch.device("cuda")) == 8
 
 
 @requires_fixtures

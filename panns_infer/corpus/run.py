@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
+import torch
 
 from ..audio import Clip, as_clips, probe_file, read_audio
-from ..engine import LongFile
+from ..engine import LongFile, _trim_heap
 from ..errors import AudioDecodeError, InvalidArgumentError, PannsError, UnsupportedOperationError
 from ..results import Tags
 from ..windows import read_blocks
@@ -125,8 +126,10 @@ def tag_corpus(tagger: "AudioTagger", sources: Iterable[Source], *, top_k: int =
         top_k: labels kept per file.
         tags: compute tags (needs the tagger's labels).
         embeddings: compute embeddings too.
-        workers: decoding threads (default: ``min(8, CPU count)``; 0 decodes in the calling
-            thread).
+        workers: decoding threads (default: on CUDA ``min(8, CPU count)``; on the CPU the
+            cores torch's threads leave free, up to 8, which is 0 on a 2-core machine, where
+            decoding threads only took time from the network: 18.9 s vs 20.4 s for 100
+            files). 0 decodes in the calling thread.
         prefetch: decoded files allowed to wait (default: twice the batch size, at least
             ``workers``).
 
@@ -155,7 +158,7 @@ def tag_corpus(tagger: "AudioTagger", sources: Iterable[Source], *, top_k: int =
     engine = tagger._engine
     names = tagger.labels if tags else None
     outputs = (["clipwise_output"] if tags else []) + (["embedding"] if embeddings else [])
-    workers = min(8, os.cpu_count() or 1) if workers is None else workers
+    workers = _default_workers(engine.device) if workers is None else workers
     prefetch = prefetch or max(2 * engine.batch_size, workers)
     cap = int(_MATERIALISE_SECONDS * tagger.sample_rate)
     flush_at = 2 * engine.batch_size  # windows gathered before a pass: room to group equal lengths
@@ -174,6 +177,7 @@ def tag_corpus(tagger: "AudioTagger", sources: Iterable[Source], *, top_k: int =
         jobs = [((i, k), prep.samples[a:b]) for i, prep in enumerate(batch) if prep.samples is not None
                 for k, (a, b) in enumerate(prep.spans)]
         outs = engine.forward(jobs, outputs) if jobs else {}
+        _trim_heap()  # files of every length leave the heap fragmented: hand freed memory back
         results = []
         for i, prep in enumerate(batch):
             if prep.samples is None:
@@ -212,6 +216,14 @@ def tag_corpus(tagger: "AudioTagger", sources: Iterable[Source], *, top_k: int =
                 pending, windows = [], 0
         if pending:
             yield run(pending)
+
+
+def _default_workers(device: torch.device) -> int:
+    """Decoding threads: on the CPU only the cores torch's own threads leave free."""
+    cores = os.cpu_count() or 1
+    if device.type == "cpu":
+        return min(8, max(0, cores - torch.get_num_threads()))
+    return min(8, cores)
 
 
 def _pieces(engine: Any, item: Union[Clip, LongFile], outputs: list[str]) -> tuple[list[tuple[int, dict]], int]:
