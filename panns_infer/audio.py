@@ -132,6 +132,7 @@ def resample(x: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
 # Largest per-phase matrix (phases x span) built; larger ones (ratios such as 44100 -> 32001)
 # use resampy itself.
 _POLYPHASE_MAX_ENTRIES = 4_000_000
+_MIN_PHASES = 64  # output samples per period of the polyphase table, at least
 _polyphase_cache: dict[tuple[int, int], Optional[tuple[np.ndarray, int, int]]] = {}
 
 
@@ -191,6 +192,15 @@ def _polyphase(rate: int, target_rate: int) -> Optional[tuple[np.ndarray, int, i
     # column c holds x[c - left] (relative to the period start): x[n - i] -> n - i + left
     table[rows, n[:, None] - np.arange(left)[None, :] + left] += left_w
     table[rows, n[:, None] + 1 + np.arange(right)[None, :] + left] += right_w
+    # Few phases (16 -> 32 kHz has 2, 48 -> 32 kHz 2) would make the product a tall, thin one
+    # over a patch matrix ~span/step_in times the input (166 MB for 10 s at 16 kHz, 86 ms);
+    # k periods taken as one make it square enough for BLAS (same weights, same sums).
+    k = -(-_MIN_PHASES // phases)
+    if k > 1:
+        wide = np.zeros((phases * k, span + (k - 1) * step_in))
+        for j in range(k):
+            wide[j * phases:(j + 1) * phases, j * step_in:j * step_in + span] = table
+        table, step_in = wide, step_in * k
     _polyphase_cache[key] = (table, step_in, left)
     return _polyphase_cache[key]
 
