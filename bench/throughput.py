@@ -103,15 +103,15 @@ def cold_start(ckpt, labels) -> tuple[float, float]:
     return statistics.median(walls["ours"]), statistics.median(walls["peer"])
 
 
-def resampling_cost(reps: int) -> tuple[float, float]:
-    """(seconds per 10 s of 44.1 kHz audio, first-call overhead incl. numba compilation)."""
+def resampling_cost(reps: int, rate: int = 44100) -> tuple[float, float]:
+    """(seconds per 10 s of ``rate`` audio resampled to 32 kHz, first-call overhead)."""
     from panns_infer.audio import resample
 
-    x = (np.random.default_rng(2).standard_normal(441_000) * 0.1).astype(np.float32)
+    x = (np.random.default_rng(2).standard_normal(10 * rate) * 0.1).astype(np.float32)
     start = time.perf_counter()
-    resample(x[:4410], 44100, 32000)
+    resample(x[:4410], rate, 32000)
     first = time.perf_counter() - start
-    return timed(lambda: resample(x, 44100, 32000), reps), first
+    return timed(lambda: resample(x, rate, 32000), reps), first
 
 
 def main() -> None:
@@ -169,6 +169,8 @@ def main() -> None:
     per10s, first = resampling_cost(args.reps)
     print(f"\nresampling 10 s of 44.1 kHz to 32 kHz (resampy kaiser_best): {per10s * 1000:.0f} ms; "
           f"first call in a process: {first * 1000:.0f} ms")
+    others = {rate: resampling_cost(args.reps, rate)[0] for rate in (16000, 22050, 48000)}
+    print("  other rates, per 10 s: " + ", ".join(f"{r / 1000:g} kHz {t * 1000:.0f} ms" for r, t in others.items()))
     if not args.quick:
         ours_wall, peer_wall = cold_start(checkpoint("Cnn14"), labels)
         print(f"cold start, one 6 s 44.1 kHz file: panns-tag {ours_wall:.2f} s, panns_inference script "

@@ -130,13 +130,14 @@ class Linear:
         weight = weight.detach().float().contiguous()
         self.out_features, self.in_features = weight.shape
         self.bias = None if bias is None else bias.detach().float().contiguous()
-        if PACKED_LINEAR:
+        self.packed = PACKED_LINEAR
+        if self.packed:
             self.weight = torch.ops.mkldnn._reorder_linear_weight(weight, 256)
         else:
             self.weight_t = weight.t()
 
     def __call__(self, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
-        if PACKED_LINEAR:
+        if self.packed:
             return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "relu" if relu else "none", [], "")
         out = torch.mm(x, self.weight_t) if self.bias is None else torch.addmm(self.bias, x, self.weight_t)
         return out.relu_() if relu else out
@@ -285,8 +286,8 @@ def conv_winograd(x: torch.Tensor, linears: list[Linear]) -> torch.Tensor:
 def choose_method(kernel: int, cin: int, cout: int, width: int) -> str:
     """How :class:`FastConv` runs a ``kernel`` x ``kernel`` convolution from ``cin`` to
     ``cout`` channels on maps ``width`` bins wide (measured with ``bench/profile_layers.py``;
-    the same choice won at batch 1 and 8, except on two-bin maps where Winograd is ~10%
-    faster at batch 8 and ~10% slower at batch 1, and needs a third more weight memory):
+    the same choice won at batch 1 and 8, except on two-bin maps where Winograd is ~15%
+    faster at batch 8 and ~20% slower at batch 1, and needs a third more weight memory):
 
     * ``"narrow"``: maps at most ``kernel // 2 + 1`` bins wide (Cnn14's last block);
     * ``"gemm"``: the first 1 -> C layer, which oneDNN runs at a few GFLOP/s;
