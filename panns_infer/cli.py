@@ -6,6 +6,7 @@
     panns-tag @manifest.txt --embeddings emb.npz --output tags.csv
     panns-tag --list-models
     panns-tag --download Cnn14 Cnn14_DecisionLevelMax
+    panns-tag --export-onnx cnn14.onnx --checkpoint Cnn14          # needs panns-infer[onnx]
     panns-tag street.flac --checkpoint Cnn14_DecisionLevelMax --events --format tsv --plot out.png
     panns-tag street.flac --checkpoint Wavegram_Logmel_Cnn14 --events --segment 2 --hop 1
 
@@ -63,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars (downloads, files)")
     p.add_argument("--list-models", action="store_true", help="list the released checkpoints and exit")
     p.add_argument("--download", nargs="+", metavar="NAME", help="download checkpoints into the cache and exit")
+    p.add_argument("--export-onnx", metavar="FILE.onnx",
+                   help="write --checkpoint's network as ONNX, checked with onnxruntime, and exit "
+                        "(needs: pip install 'panns-infer[onnx]')")
     p.add_argument("--window", type=float, default=10.0,
                    help="files longer than --whole-up-to run as overlapping windows this many seconds long "
                         "(default: 10; 0 runs every file whole)")
@@ -138,9 +142,14 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return _list_models(args.format)
     if args.download:
         return _download(args.download, args.offline, progress)
+    if args.export_onnx:
+        from .export import to_onnx
+
+        print(to_onnx(args.checkpoint, args.export_onnx, arch=args.arch, offline=args.offline or None))
+        return EXIT_OK
     if not args.files:
         parser.print_usage(sys.stderr)
-        print("panns-tag: error: give at least one FILE (or --list-models / --download)", file=sys.stderr)
+        print("panns-tag: error: give at least one FILE (or --list-models / --download / --export-onnx)", file=sys.stderr)
         return EXIT_USAGE
     if args.top_k < 0:
         parser.error("--top-k must be >= 0")
