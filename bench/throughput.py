@@ -81,26 +81,35 @@ def timed(fn, reps: int) -> float:
     return statistics.median(times)
 
 
-def cold_start(ckpt, labels) -> tuple[float, float]:
-    """Wall time of a new process tagging one 6 s 44.1 kHz file: panns-tag vs the peer's script."""
+_PEAK = ("import atexit, resource, sys; atexit.register(lambda: print('PEAK_RSS_KB', "
+         "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)); ")
+
+
+def cold_start(ckpt, labels) -> tuple[float, float, float, float]:
+    """A new process tagging one 6 s 44.1 kHz file, panns-tag vs the peer's script:
+    (our wall s, peer wall s, our peak RSS MB, peer peak RSS MB), medians of 3."""
     import soundfile
 
     path = WORK / "cold_44k.wav"
     soundfile.write(path, (np.random.default_rng(1).standard_normal(6 * 44100) * 0.1).astype(np.float32), 44100)
-    ours = [sys.executable, "-m", "panns_infer.cli", str(path), "-c", str(ckpt), "--labels", str(labels),
-            "--device", "cpu", "-k", "5"]
-    peer = [sys.executable, "-c", (
+    argv = [str(path), "-c", str(ckpt), "--labels", str(labels), "--device", "cpu", "-k", "5"]
+    ours = [sys.executable, "-c", _PEAK + f"sys.argv = ['panns-tag'] + {argv!r}; import runpy; "
+            "runpy.run_module('panns_infer.cli', run_name='__main__')"]
+    peer = [sys.executable, "-c", _PEAK + (
         "import librosa, sys; from panns_inference import AudioTagging;"
         f"a, _ = librosa.core.load({str(path)!r}, sr=32000, mono=True);"
         f"t = AudioTagging(checkpoint_path={str(ckpt)!r}, device='cpu');"
         "print(t.inference(a[None, :])[0].argmax())")]
-    walls = {"ours": [], "peer": []}
+    walls: dict = {"ours": [], "peer": []}
+    peaks: dict = {"ours": [], "peer": []}
     for _ in range(3):
         for name, cmd in (("ours", ours), ("peer", peer)):
             start = time.perf_counter()
-            subprocess.run(cmd, check=True, capture_output=True)
+            done = subprocess.run(cmd, check=True, capture_output=True, text=True)
             walls[name].append(time.perf_counter() - start)
-    return statistics.median(walls["ours"]), statistics.median(walls["peer"])
+            peaks[name].append(int(done.stderr.rsplit("PEAK_RSS_KB", 1)[1].split()[0]) / 1024)
+    return (statistics.median(walls["ours"]), statistics.median(walls["peer"]),
+            statistics.median(peaks["ours"]), statistics.median(peaks["peer"]))
 
 
 def resampling_cost(reps: int, rate: int = 44100) -> tuple[float, float]:
@@ -172,9 +181,9 @@ def main() -> None:
     others = {rate: resampling_cost(args.reps, rate)[0] for rate in (16000, 22050, 48000)}
     print("  other rates, per 10 s: " + ", ".join(f"{r / 1000:g} kHz {t * 1000:.0f} ms" for r, t in others.items()))
     if not args.quick:
-        ours_wall, peer_wall = cold_start(checkpoint("Cnn14"), labels)
+        ours_wall, peer_wall, ours_rss, peer_rss = cold_start(checkpoint("Cnn14"), labels)
         print(f"cold start, one 6 s 44.1 kHz file: panns-tag {ours_wall:.2f} s, panns_inference script "
-              f"{peer_wall:.2f} s, ratio {ours_wall / peer_wall:.2f}")
+              f"{peer_wall:.2f} s, ratio {ours_wall / peer_wall:.2f}; peak RSS {ours_rss:.0f} MB vs {peer_rss:.0f} MB")
 
 
 if __name__ == "__main__":
