@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import numbers
 import os
 from collections import defaultdict
 from dataclasses import dataclass
@@ -95,7 +96,7 @@ class Engine:
         self.batch_size = batch_size
         rate = model.sample_rate
         self.segment_samples = model.frontend_config.hop_size * model.frames_per_segment
-        if not whole_up_to >= 0:
+        if isinstance(whole_up_to, bool) or not isinstance(whole_up_to, numbers.Real) or not whole_up_to >= 0:
             raise InvalidArgumentError(f"need whole_up_to >= 0 seconds, got {whole_up_to!r}")
         if window is None:
             self.window = self.hop = self.whole = None

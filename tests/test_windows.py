@@ -110,8 +110,9 @@ def test_inputs_up_to_whole_up_to_run_whole_and_longer_ones_as_windows(fixture_c
         assert np.abs(got - windows.tag(clip).probabilities).max() > 1e-4  # windows would differ
     np.testing.assert_allclose(default.tag(x31).probabilities, windows.tag(x31).probabilities, atol=1e-6)
     assert np.abs(default.tag(x31).probabilities - whole.tag(x31).probabilities).max() > 1e-4
-    with pytest.raises(InvalidArgumentError, match="whole_up_to"):
-        AudioTagger(path, device="cpu", labels=NAMES, whole_up_to=-1)
+    for bad in (-1, float("nan"), "30", True):
+        with pytest.raises(InvalidArgumentError, match="whole_up_to"):
+            AudioTagger(path, device="cpu", labels=NAMES, whole_up_to=bad)
 
 
 @requires_fixtures
