@@ -14,17 +14,21 @@ decision-level) into a module that computes the same outputs faster on a CPU in 
   - on a map only two bins wide (Cnn14's last block, where oneDNN reaches a third of the
     matrix-product rate) each convolution is one matrix product of time patches, without the
     taps that would read the frequency padding (a third of that block's work);
-  - 3x3 layers with many channels run as Winograd F(2x2, 3x3): 16 matrix products per 2x2
-    output tile instead of 36 multiply-adds per output pixel group, on tiles transformed a
-    few rows at a time while they are in cache;
+  - 3x3 layers with many channels run as Winograd F(2x2, 3x3): 16 multiplications per
+    input channel for a 2x2 output tile where direct convolution needs 36, on tiles
+    transformed a few rows at a time while they are in cache;
   - the wide maps of the first blocks run through oneDNN's direct convolution, channels-last;
 
 * every matrix product goes through oneDNN with its weights packed once (:class:`Linear`),
-  at up to twice the rate of ``torch.addmm`` here.
+  at up to twice the rate of ``torch.addmm`` here;
+* the power spectrogram is an FFT of Hann-windowed frames (:func:`fft_power`) when the
+  model's STFT kernels are the standard ones, instead of a 1024-tap convolution;
+* batches run in cache-sized slices.
 
 Direct and GEMM paths compute the same sums in another order; Winograd's transforms only add,
-subtract and halve. Outputs agree with the unoptimised model to float32 rounding (~1e-6). The result shares the model's front end and head modules
-(and so its head code); only the folded convolution weights are new tensors.
+subtract and halve. Outputs agree with the unoptimised model to float32 rounding (~1e-6). The
+result shares the model's mel filter bank, ``bn0`` and head modules (and so its head code);
+the convolutions' folded, transformed and packed weights are its own.
 
 >>> from panns_infer.models import build_model
 >>> model = build_model("Cnn10").eval()
