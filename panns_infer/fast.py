@@ -47,6 +47,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .errors import InvalidArgumentError
 from .frontend import stft_kernels
 from .models.blocks import ConvBlock, ConvBlock5x5, PannsModel
 from .models.cnn import Cnn
@@ -328,11 +329,11 @@ class FastConv(nn.Module):
         self.out_channels = conv.out_channels
         self.method = method or choose_method(self.kernel, conv.in_channels, conv.out_channels, width)
         if self.method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; one of {METHODS}")
+            raise InvalidArgumentError(f"unknown method {method!r}; one of {METHODS}")
         if self.method == "narrow" and width > self.kernel // 2 + 1:  # taps would fall outside the kernel
-            raise ValueError(f"narrow needs a map at most {self.kernel // 2 + 1} bins wide, not {width}")
+            raise InvalidArgumentError(f"narrow needs a map at most {self.kernel // 2 + 1} bins wide, not {width}")
         if self.method == "winograd" and self.kernel != 3:
-            raise ValueError(f"winograd needs a 3x3 kernel, not {self.kernel}x{self.kernel}")
+            raise InvalidArgumentError(f"winograd needs a 3x3 kernel, not {self.kernel}x{self.kernel}")
         weight, bias = fold_batch_norm(conv, bn)
         if release:  # free the original weights at once: at most one layer's are held twice
             conv.to_empty(device="meta")

@@ -11,6 +11,7 @@ import torch
 from conftest import load_goldens, requires_fixtures
 from panns_infer import AudioTagger
 from panns_infer.checkpoint import load_model
+from panns_infer.errors import InvalidArgumentError
 from panns_infer import fast as fast_module
 from panns_infer.fast import METHODS, FastCnn, FastConv, optimize, supports
 from panns_infer.models import build_model, list_architectures
@@ -101,11 +102,11 @@ def test_spectrogram_by_fft_only_for_the_standard_kernels():
 
 def test_methods_refuse_shapes_they_cannot_run():
     conv, bn = torch.nn.Conv2d(4, 4, 5, padding=2, bias=False), torch.nn.BatchNorm2d(4).eval()
-    with pytest.raises(ValueError, match="3x3"):
+    with pytest.raises(InvalidArgumentError, match="3x3"):
         FastConv(conv, bn, 16, method="winograd")
-    with pytest.raises(ValueError, match="at most 3 bins"):
+    with pytest.raises(InvalidArgumentError, match="at most 3 bins"):
         FastConv(conv, bn, 16, method="narrow")
-    with pytest.raises(ValueError, match="unknown method"):
+    with pytest.raises(InvalidArgumentError, match="unknown method"):
         FastConv(conv, bn, 16, method="fft")
 
 
