@@ -10,9 +10,9 @@ import torch
 
 from conftest import load_goldens, requires_fixtures
 from panns_infer import AudioTagger
+from panns_infer import fast as fast_module
 from panns_infer.checkpoint import load_model
 from panns_infer.errors import InvalidArgumentError
-from panns_infer import fast as fast_module
 from panns_infer.fast import METHODS, FastCnn, FastConv, optimize, supports
 from panns_infer.models import build_model, list_architectures
 from panns_infer.models.cnn import CNN_CONFIGS
