@@ -37,9 +37,9 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from .checkpoint import load_model
 from .errors import PannsError, UnsupportedOperationError
 from .models import PannsModel
+from .transfer import resolve_model
 
 __all__ = ["to_onnx", "input_length", "ExportError"]
 
@@ -115,11 +115,7 @@ def to_onnx(checkpoint: Union[PathLike, str], path: PathLike, *, arch: Optional[
     if missing:
         raise UnsupportedOperationError(f"ONNX export needs {', '.join(missing)} (the optional extra): {_EXTRA}"
                                         + ("; or pass check=False" if missing == ["onnxruntime"] else ""))
-    from . import hub
-
-    ckpt_path, entry = hub.resolve_checkpoint(checkpoint, offline=offline)
-    model = load_model(ckpt_path, arch=arch or (entry.arch if entry else None),
-                       filename=entry.filename if entry else None).eval()
+    model = resolve_model(checkpoint, arch=arch, offline=offline).eval()
     target = Path(path)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.incomplete")
     try:
