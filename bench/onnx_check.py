@@ -10,26 +10,15 @@ difference. Needs: pip install 'panns-infer[onnx]'.
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from _common import checkpoint, machine
+from _common import checkpoint, machine, timed
 from panns_infer import AudioTagger
 from panns_infer.export import to_onnx
-
-
-def median_time(fn, reps: int = 3) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -46,8 +35,8 @@ def main() -> None:
         clips = (np.random.default_rng(0).standard_normal((8, 320_000)) * 0.1).astype(np.float32)
         for batch in (1, 8):
             x = clips[:batch]
-            t_ort = median_time(lambda: session.run(["clipwise_output"], {"waveform": x}))
-            t_ours = median_time(lambda: tagger.infer(list(x)))
+            t_ort = timed(lambda: session.run(["clipwise_output"], {"waveform": x}), 3)
+            t_ours = timed(lambda: tagger.infer(list(x)), 3)
             diff = float(np.abs(session.run(["clipwise_output"], {"waveform": x})[0]
                                 - np.stack([r["clipwise_output"] for r in tagger.infer(list(x))])).max())
             print(f"batch {batch}: onnxruntime {batch / t_ort:.2f} clips/s, panns_infer {batch / t_ours:.2f} clips/s, "

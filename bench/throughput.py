@@ -26,7 +26,7 @@ import time
 import numpy as np
 import torch
 
-from _common import WORK, checkpoint, labels_for_peer, machine
+from _common import WORK, checkpoint, labels_for_peer, machine, timed
 
 CLIP = 320_000  # 10 s at 32 kHz
 
@@ -69,16 +69,6 @@ def multiply_adds(model: torch.nn.Module, samples: int = CLIP) -> float:
     for h in handles:
         h.remove()
     return total
-
-
-def timed(fn, reps: int) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 _PEAK = ("import atexit, resource, sys; atexit.register(lambda: print('PEAK_RSS_KB', "
