@@ -75,21 +75,26 @@ class Engine:
             Its conv blocks are then released from ``model`` (moved to the meta device, so the
             weights are not held twice): ``model`` keeps describing the network and lends its
             front end and head, but cannot run on its own any more.
+        spectrogram: how that faster module computes the power spectrogram: ``"reference"``
+            (exact) or ``"fft"`` (faster, deviates on tonal audio; see :func:`panns_infer.fast.optimize`).
     """
 
     def __init__(self, model: PannsModel, device: torch.device, *, batch_size: int,
                  window: Optional[float], hop: Optional[float], whole_up_to: float = 0.0,
-                 precision: str = "fp32", optimize: bool = True) -> None:
+                 precision: str = "fp32", optimize: bool = True, spectrogram: str = "reference") -> None:
         if precision not in PRECISIONS:
             raise InvalidArgumentError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if precision != "fp32" and device.type != "cuda":
             raise InvalidArgumentError(f"precision={precision!r} needs a CUDA device; on {device} use 'fp32'")
+        from .fast import check_spectrogram
+
+        check_spectrogram(spectrogram)
         self.model = model
         self.runner: torch.nn.Module = model  # what batches run through
         if optimize and device.type == "cpu" and precision == "fp32":
             from .fast import optimize as optimize_model
 
-            self.runner = optimize_model(model, release=True)
+            self.runner = optimize_model(model, release=True, spectrogram=spectrogram)  # type: ignore[arg-type]
             _trim_heap()  # building it freed the original weights and many temporaries
         self.device = device
         self.precision = precision

@@ -87,13 +87,23 @@ def test_every_conv_method_equals_conv_bn_relu(method, packed, monkeypatch):
             assert float((got - want).abs().max()) <= 1e-5 * max(1.0, float(want.abs().max())), (cin, cout, height, width)
 
 
-def test_spectrogram_by_fft_only_for_the_standard_kernels():
+def test_spectrogram_is_the_reference_convolution_unless_fft_is_asked_for():
+    model = build_model("Cnn6").eval()
+    assert not optimize(model).fft
+    assert optimize(model, spectrogram="fft").fft
+    with pytest.raises(InvalidArgumentError, match="spectrogram must be one of"):
+        optimize(model, spectrogram="FFT")
+
+
+@pytest.mark.parametrize("kernel", ["conv_real", "conv_imag"])
+def test_fft_only_for_the_standard_kernels(kernel):
+    """A front end that is not a Hann-windowed DFT (either kernel changed) keeps its
+    convolution, even when the FFT is asked for."""
     model = build_model("Cnn6").eval()
     x = torch.randn(2, 40000) * 0.1
-    assert optimize(model).fft
-    with torch.no_grad():  # a front end that is not a Hann-windowed DFT: the convolution stays
-        model.spectrogram_extractor.stft.conv_real.weight.mul_(0.5)
-    fast = optimize(model)
+    with torch.no_grad():
+        getattr(model.spectrogram_extractor.stft, kernel).weight.mul_(0.5)
+    fast = optimize(model, spectrogram="fft")
     assert not fast.fft
     with torch.inference_mode():
         for key, err in _max_diff(model(x), fast(x)).items():
