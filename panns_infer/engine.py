@@ -14,7 +14,6 @@ Rules that keep results exact:
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
 import numbers
@@ -29,6 +28,7 @@ import torch
 from .audio import Clip, probe_file
 from .errors import InvalidArgumentError
 from .models import PannsModel
+from .numerics import PRECISIONS, precision_scope
 from .windows import iter_windows, plan_windows, read_blocks, stitch_segments
 
 __all__ = ["LongFile", "Engine", "AGGREGATIONS", "PRECISIONS"]
@@ -142,7 +142,7 @@ class Engine:
         for i, (_, samples) in enumerate(jobs):
             groups[self.model.target_length(len(samples))].append(i)
         results: dict = {}
-        with torch.inference_mode(), _precision(self.device, self.precision):
+        with torch.inference_mode(), precision_scope(self.device, self.precision) as scope:
             for length, members in groups.items():
                 for start in range(0, len(members), self.batch_size):
                     chunk = members[start:start + self.batch_size]
@@ -152,7 +152,7 @@ class Engine:
                     tensor = torch.from_numpy(batch)
                     if self.device.type == "cuda":
                         tensor = tensor.pin_memory().to(self.device, non_blocking=True)
-                    out = self.runner(tensor)
+                    out = scope.run(self.runner, tensor)
                     arrays = {k: out[k].float().cpu().numpy() for k in outputs}
                     for row, i in enumerate(chunk):
                         results[jobs[i][0]] = {k: v[row] for k, v in arrays.items()}
@@ -251,38 +251,6 @@ def _trim_heap() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
-
-
-PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
-
-
-@contextlib.contextmanager
-def _precision(device: torch.device, precision: str) -> Iterator[None]:
-    """Numerics of a forward pass.
-
-    ``fp32`` is exact everywhere. On CUDA it runs convolutions without cuDNN: with TF32 off,
-    cuDNN picks FFT kernels that were 2.5x slower than PyTorch's own float32 GEMM path on an
-    H200 (batch 8), and with TF32 on, probabilities move by ~2e-3. ``tf32``, ``fp16`` and
-    ``bf16`` trade exactness for speed on CUDA (tolerances in the README).
-    """
-    if device.type != "cuda":
-        yield
-        return
-    saved = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
-    try:
-        if precision == "fp32":
-            with torch.backends.cudnn.flags(enabled=False):
-                yield
-        elif precision == "tf32":
-            with torch.backends.cudnn.flags(enabled=True, allow_tf32=True):
-                yield
-        else:
-            dtype = torch.float16 if precision == "fp16" else torch.bfloat16
-            with torch.backends.cudnn.flags(enabled=True, benchmark=True), torch.autocast("cuda", dtype=dtype):
-                yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def _batched(jobs: Iterable[tuple[int, np.ndarray]], size: int) -> Iterator[list[tuple[int, np.ndarray]]]:
