@@ -27,6 +27,7 @@ import torch
 
 from .audio import Clip, probe_file
 from .errors import InvalidArgumentError
+from .frontend import check_spectrogram
 from .models import PannsModel
 from .numerics import PRECISIONS, precision_scope
 from .windows import iter_windows, plan_windows, read_blocks, stitch_segments
@@ -86,8 +87,6 @@ class Engine:
             raise InvalidArgumentError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if precision != "fp32" and device.type != "cuda":
             raise InvalidArgumentError(f"precision={precision!r} needs a CUDA device; on {device} use 'fp32'")
-        from .fast import check_spectrogram
-
         check_spectrogram(spectrogram)
         self.model = model
         self.runner: torch.nn.Module = model  # what batches run through

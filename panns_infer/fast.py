@@ -52,14 +52,14 @@ True
 from __future__ import annotations
 
 import logging
-from typing import Literal, Optional
+from typing import Optional
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from .errors import InvalidArgumentError
-from .frontend import stft_kernels
+from .frontend import SPECTROGRAMS, SpectrogramMethod, check_spectrogram, fft_power, is_hann_dft
 from .models.blocks import ConvBlock, ConvBlock5x5, PannsModel
 from .models.cnn import Cnn
 
@@ -81,25 +81,6 @@ _SLICE_FRAMES = 2048
 # The leading direct-convolution blocks run on slices of the batch whose first activation
 # map holds at most this many floats (16 MB, half this machine's L3 cache).
 _LEAD_SLICE_FLOATS = 4 * 1024 * 1024
-
-
-# How the fast path computes the power spectrogram: "reference" (the model's DFT as a
-# convolution, exact) or "fft" (faster, deviates on tonal audio; see the module docstring).
-SPECTROGRAMS = ("reference", "fft")
-SpectrogramMethod = Literal["reference", "fft"]
-
-
-def check_spectrogram(spectrogram: object) -> None:
-    """Raise :class:`InvalidArgumentError` unless ``spectrogram`` is one of :data:`SPECTROGRAMS`.
-
-    >>> check_spectrogram("fft")
-    >>> check_spectrogram("stft")
-    Traceback (most recent call last):
-    ...
-    panns_infer.errors.InvalidArgumentError: spectrogram must be one of ('reference', 'fft'), got 'stft'
-    """
-    if not isinstance(spectrogram, str) or spectrogram not in SPECTROGRAMS:
-        raise InvalidArgumentError(f"spectrogram must be one of {SPECTROGRAMS}, got {spectrogram!r}")
 
 
 def supports(model: nn.Module) -> bool:
@@ -407,39 +388,6 @@ class FastBlock(nn.Module):
         return x if self.pool == (1, 1) else F.avg_pool2d(x, self.pool)
 
 
-def _is_hann_dft(model: Cnn) -> bool:
-    """Whether ``model``'s STFT kernels are the periodic-Hann DFT of its front-end config (the
-    checkpoint loader checks this too; a model built another way is checked here)."""
-    real, imag = stft_kernels(model.frontend_config)
-    stft = model.spectrogram_extractor.stft
-    return (stft.conv_real.weight.shape == real.shape
-            and bool(torch.allclose(stft.conv_real.weight, torch.from_numpy(real), atol=1e-6))
-            and bool(torch.allclose(stft.conv_imag.weight, torch.from_numpy(imag), atol=1e-6)))
-
-
-def fft_power(waveform: torch.Tensor, window: torch.Tensor, hop: int) -> torch.Tensor:
-    """Power spectrogram ``(B, 1, T, n_fft // 2 + 1)`` of ``(B, N)``, reflect-padded by
-    ``n_fft // 2`` on each side: what the reference's DFT-as-convolution computes, by FFT
-    (2 GFLOP per 10 s clip become ~1 ms). Closer to the exact float64 result than the
-    convolution (1.4e-4 vs 3.8e-4 worst relative error on 10 s of noise), but not equal to
-    the reference where that matters: in the bins of a tonal spectrum that hold only
-    rounding noise, which the log-mel magnifies (the opt-in ``spectrogram="fft"``).
-
-    >>> x = torch.randn(2, 32000, generator=torch.Generator().manual_seed(0))
-    >>> from panns_infer.frontend import FRONTEND_32K, Spectrogram
-    >>> ref = Spectrogram(FRONTEND_32K)(x)
-    >>> got = fft_power(x, torch.hann_window(1024, periodic=True), 320)
-    >>> got.shape == ref.shape, bool(((got - ref).abs() <= 1e-3 * ref + 1e-4).all())
-    (True, True)
-    """
-    n_fft = window.shape[0]
-    padded = F.pad(waveform[:, None, :], (n_fft // 2, n_fft // 2), mode="reflect")[:, 0]
-    b, n = padded.shape
-    frames = padded.as_strided((b, (n - n_fft) // hop + 1, n_fft), (padded.stride(0), hop, 1))
-    spectrum = torch.fft.rfft(frames * window)
-    return (spectrum.real.square_() + spectrum.imag.square_())[:, None]
-
-
 class FastCnn(Cnn):
     """A :class:`Cnn` whose trunk runs :class:`FastBlock` s; everything else (STFT and mel
     filter bank, ``bn0``, head layers and head code) is the wrapped model's, shared, not
@@ -468,7 +416,7 @@ class FastCnn(Cnn):
         while self.lead < len(blocks) and all(c.method in ("gemm", "onednn_cl") for c in blocks[self.lead].convs):
             self.lead += 1
         cfg = self.frontend_config
-        self.fft = spectrogram == "fft" and _is_hann_dft(model)
+        self.fft = spectrogram == "fft" and is_hann_dft(model.spectrogram_extractor, model.frontend_config)
         if self.fft:
             self.register_buffer("window", torch.hann_window(cfg.window_size, periodic=True))
         self.eval()

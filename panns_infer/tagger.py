@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -25,14 +25,12 @@ from .checkpoint import load_model
 from .engine import Engine, Item, LongFile, ProgressCallback
 from .errors import (DeviceError, DownloadError, InvalidArgumentError, LabelsError, OfflineError,
                      UnsupportedOperationError)
+from .frontend import SpectrogramMethod, check_spectrogram
 from .labels import check_labels, read_labels_csv
 from .models import PannsModel
 from .registry import DEFAULT_CHECKPOINT, Checkpoint
 from .results import Framewise, Tags, Timeline, expand_segments
 from .windows import grid_spans
-
-if TYPE_CHECKING:
-    from .fast import SpectrogramMethod
 
 __all__ = ["AudioTagger", "resolve_device"]
 
@@ -124,8 +122,6 @@ class AudioTagger:
                  spectrogram: SpectrogramMethod = "reference") -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
-        from .fast import check_spectrogram
-
         check_spectrogram(spectrogram)  # before anything loads
         self.device = resolve_device(device)
         self.batch_size = batch_size
