@@ -9,8 +9,8 @@ own saved value behind for the rest of the program. So here:
 
 * every pass enters :func:`precision_scope`, which holds one process-wide condition: passes
   of the same precision share the switches (a count of passes inside), a pass of another
-  precision waits until the last of them has left, so ``fp32`` never runs while a ``tf32``
-  setting is in force;
+  precision waits until the last of them has left (and new passes of the first precision
+  wait behind it), so ``fp32`` never runs while a ``tf32`` setting is in force;
 * the user's values are saved when the first pass enters and put back when the last one
   leaves, except a switch the user changed meanwhile, whose new value is kept;
 * code outside this module (the user's) can still flip a switch while a pass runs; the scope
@@ -87,6 +87,14 @@ class _State:
         self.mode: Optional[str] = None
         self.count = 0
         self.saved: dict[str, Any] = {}
+        self.waiting: dict[str, int] = dict.fromkeys(PRECISIONS, 0)
+
+    def may_enter(self, precision: str) -> bool:
+        """Nobody inside, or passes of the same precision inside and none of another waiting
+        (so a stream of ``tf32`` passes cannot starve an ``fp32`` one)."""
+        if not self.count:
+            return True
+        return self.mode == precision and not any(n for m, n in self.waiting.items() if m != precision)
 
 
 _STATE = _State()
@@ -153,8 +161,12 @@ def precision_scope(device: torch.device, precision: str, *, managed: Optional[b
         return
     settings = _SETTINGS[precision]
     with _STATE.cond:
-        while _STATE.count and _STATE.mode != precision:
-            _STATE.cond.wait()
+        if not _STATE.may_enter(precision):
+            _STATE.waiting[precision] += 1
+            try:
+                _STATE.cond.wait_for(lambda: _STATE.may_enter(precision))
+            finally:
+                _STATE.waiting[precision] -= 1
         if not _STATE.count:
             _STATE.mode = precision
             _STATE.saved = {name: SWITCHES[name][0]() for name in settings}

@@ -151,3 +151,35 @@ def test_cuda_fp32_stays_exact_next_to_a_tf32_thread():
         stop.set()
         other.join()
     assert torch.backends.cuda.matmul.allow_tf32 is False
+
+
+def test_a_stream_of_tf32_passes_does_not_starve_an_fp32_one():
+    """Two threads keep overlapping tf32 passes going (so some pass is always inside); an
+    fp32 pass still gets its turn, and new tf32 passes wait behind it."""
+    stop = threading.Event()
+
+    def tf32_stream():
+        while not stop.is_set():
+            with precision_scope(CPU, "tf32", managed=True) as scope:
+                scope.run(time.sleep, 0.01)
+
+    streams = [threading.Thread(target=tf32_stream) for _ in range(2)]
+    for t in streams:
+        t.start()
+    try:
+        time.sleep(0.05)
+        entered = threading.Event()
+
+        def fp32_pass():
+            with precision_scope(CPU, "fp32", managed=True) as scope:
+                assert scope.run(lambda: torch.backends.cuda.matmul.allow_tf32) is False
+                entered.set()
+
+        worker = threading.Thread(target=fp32_pass)
+        worker.start()
+        assert entered.wait(5), "the fp32 pass never got in"
+        worker.join()
+    finally:
+        stop.set()
+        for t in streams:
+            t.join()
