@@ -88,12 +88,14 @@ class _State:
         self.count = 0
         self.saved: dict[str, Any] = {}
         self.waiting: dict[str, int] = dict.fromkeys(PRECISIONS, 0)
+        self.turn: Optional[str] = None  # the precision that waited and goes next
 
     def may_enter(self, precision: str) -> bool:
-        """Nobody inside, or passes of the same precision inside and none of another waiting
-        (so a stream of ``tf32`` passes cannot starve an ``fp32`` one)."""
+        """Nobody inside and it is this precision's turn (or nobody's), or passes of the same
+        precision inside and none of another waiting (so a stream of ``tf32`` passes cannot
+        starve an ``fp32`` one)."""
         if not self.count:
-            return True
+            return self.turn in (None, precision)
         return self.mode == precision and not any(n for m, n in self.waiting.items() if m != precision)
 
 
@@ -169,6 +171,7 @@ def precision_scope(device: torch.device, precision: str, *, managed: Optional[b
                 _STATE.waiting[precision] -= 1
         if not _STATE.count:
             _STATE.mode = precision
+            _STATE.turn = None
             _STATE.saved = {name: SWITCHES[name][0]() for name in settings}
             for name, value in settings.items():
                 SWITCHES[name][1](value)
@@ -188,5 +191,7 @@ def precision_scope(device: torch.device, precision: str, *, managed: Optional[b
                     read, write = SWITCHES[name]
                     if read() == value:  # else the user set it since: their value stays
                         write(_STATE.saved[name])
+                others = [m for m, n in _STATE.waiting.items() if n and m != _STATE.mode]
+                _STATE.turn = others[0] if others else None
                 _STATE.mode = None
                 _STATE.cond.notify_all()
