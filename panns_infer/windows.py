@@ -70,7 +70,7 @@ def _filter_reach(rate: int, target_rate: int) -> int:
 
 def resample_stream(blocks: Iterable[np.ndarray], rate: int, target_rate: int) -> Iterator[np.ndarray]:
     """Resample a stream of 1-D float32 blocks with :func:`panns_infer.audio.resample`
-    (resampy's ``kaiser_best`` filter).
+    (resampy's ``kaiser_best`` filter, in its fast polyphase form: ``exact=False``).
 
     The concatenated output equals resampling the whole signal at once (to float rounding):
     each piece is resampled with enough context on both sides that the filter sees the same input samples, and pieces start on a grid where input and output
