@@ -31,8 +31,8 @@ Measured on a tone between FFT bins with Cnn14 (probability / embedding deviatio
 reference network): the reference's convolution 3.9e-6 / 2.6e-5 (the rest of the fast path);
 an FFT 3.2e-4 / 2.2e-3; the same DFT as one packed matrix product over frames 1.3e-4 /
 8.1e-4; that product in float64 9.8e-5 / 6.1e-4. Any other order of the same sums breaks the
-1e-4 contract, however accurate. The FFT (:func:`fft_power`, ~10 ms less per 10 s clip) stays
-as an explicit opt-in, ``spectrogram="fft"``, for those who trade that deviation for speed.
+1e-4 contract, however accurate. The FFT (:func:`fft_power`, ~8 ms less per 10 s clip on 2
+cores) stays as an explicit opt-in, ``spectrogram="fft"``, for those who trade that deviation for speed.
 
 Direct and GEMM convolutions compute the same sums in another order; Winograd's transforms
 only add, subtract and halve. Past the log-mel, activations are dense, so these orders change
@@ -487,7 +487,7 @@ def optimize(model: PannsModel, *, release: bool = False, spectrogram: Spectrogr
             By default ``model`` is left unchanged.
         spectrogram: ``"reference"`` (default) computes the power spectrogram with the
             model's own DFT-as-convolution, so outputs equal the reference's on every kind
-            of sound; ``"fft"`` uses :func:`fft_power` (~10 ms less per 10 s clip), which
+            of sound; ``"fft"`` uses :func:`fft_power` (~8 ms less per 10 s clip on 2 cores), which
             moves probabilities by up to ~3e-4 and embeddings by ~2e-3 on tonal audio (a
             model whose STFT kernels are not the standard ones keeps its convolution).
 

@@ -99,7 +99,7 @@ class AudioTagger:
             runs :attr:`model` itself.
         spectrogram: how that faster copy computes the power spectrogram. ``"reference"``
             (default): the reference's DFT as a convolution, so outputs equal the
-            reference's on every kind of sound. ``"fft"``: an FFT, ~10 ms less per 10 s
+            reference's on every kind of sound. ``"fft"``: an FFT, ~8 ms less per 10 s
             clip, which moves probabilities by up to ~3e-4 and embeddings by ~2e-3 on tonal
             audio (tones, chords, sweeps); it only changes the CPU fast path.
 
