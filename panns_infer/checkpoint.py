@@ -17,9 +17,11 @@ float32 (the networks run in float32; a warning is logged).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import pickle
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,7 +30,8 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from .errors import ArchitectureError, CheckpointError, CheckpointNotFoundError, UnsafeCheckpointError
+from .errors import (AmbiguousArchitectureWarning, ArchitectureError, CheckpointError, CheckpointNotFoundError,
+                     UnsafeCheckpointError)
 from .models import PannsModel, build_model, list_architectures
 
 __all__ = ["read_state_dict", "detect_architecture", "load_model", "verify_checkpoint_file"]
@@ -182,8 +185,10 @@ def _first_line(exc: BaseException) -> str:
 def detect_architecture(state: Mapping[str, object], *, filename: Optional[str] = None) -> str:
     """Name the architecture of a state dict from its keys and shapes (ARCHITECTURES.md 5).
 
-    Cnn14 and Cnn14_DecisionLevelMax have identical keys and shapes; the file name decides
-    (a name containing ``DecisionLevelMax`` means the latter), else Cnn14 is assumed.
+    Cnn14 and Cnn14_DecisionLevelMax have identical keys and shapes; here the file name
+    decides (a name containing ``DecisionLevelMax`` means the latter), else Cnn14 is
+    assumed. :func:`load_model` goes further: it also recognises the released files by
+    checksum, and warns when nothing tells the two apart.
 
     Raises:
         ArchitectureError: no supported architecture has these keys.
@@ -269,6 +274,15 @@ def load_model(checkpoint: Union[PathLike, Mapping[str, torch.Tensor]], *, arch:
                filename: Optional[str] = None) -> PannsModel:
     """Load a checkpoint file (or an in-memory state dict) into its network, in eval mode.
 
+    The architecture is ``arch`` when given, else detected from the keys and shapes. Cnn14
+    and Cnn14_DecisionLevelMax cannot be told apart that way; for them, in this order: a
+    file that is one of the released checkpoints (published checksum; hashed only when the
+    name does not tell, or the size is the published one) is that checkpoint's
+    architecture, whatever its name; else a name containing ``DecisionLevelMax`` or
+    ``Cnn14`` (any case) chooses; else Cnn14 is loaded with an
+    :class:`~panns_infer.errors.AmbiguousArchitectureWarning` (also logged) that says to
+    pass ``arch=``.
+
     Args:
         checkpoint: path to a ``.pth`` file, or a state dict.
         arch: architecture name; detected from the state dict when ``None``.
@@ -294,6 +308,8 @@ def load_model(checkpoint: Union[PathLike, Mapping[str, torch.Tensor]], *, arch:
         if arch is None:
             raise
         detected = None
+    if arch is None and detected in TWINS:
+        detected = _settle_twins(None if isinstance(checkpoint, Mapping) else Path(checkpoint), filename, source)
     with torch.device("meta"):  # no memory for initial weights: the loaded tensors are assigned
         model = build_model(arch or detected)
     if hasattr(model, "logmel_extractor"):
@@ -305,6 +321,66 @@ def load_model(checkpoint: Union[PathLike, Mapping[str, torch.Tensor]], *, arch:
             state.update({k: exact[k] for k in _FRONTEND_KEYS if k in state})
     _strict_load(model, state, source, detected)
     return model.eval()
+
+
+TWINS = ("Cnn14", "Cnn14_DecisionLevelMax")
+"""Architectures whose state dicts have identical keys and shapes (ARCHITECTURES.md 5)."""
+
+
+def _named_twin(filename: Optional[str]) -> Optional[str]:
+    """The twin a file name names (the longest twin name it contains, any case), or ``None``."""
+    name = Path(filename).name.lower() if filename else ""
+    return max((t for t in TWINS if t.lower() in name), key=len, default=None)
+
+
+def _released_twin(path: Path, *, named: Optional[str]) -> Optional[str]:
+    """The twin architecture of the released file ``path`` is (by its published checksum), or ``None``.
+
+    Hashing costs about a second for Cnn14's 300 MB, so a file whose name already tells is
+    hashed only when its size is the published size of a released twin.
+    """
+    from . import registry
+
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return None
+    entries = [c for c in registry.CHECKPOINTS.values() if c.arch in TWINS and c.checksum
+               and (c.size == size if c.size is not None else named is None)]
+    if not entries:
+        return None
+    hashes = {c.checksum.split(":", 1)[0]: None for c in entries}  # type: ignore[union-attr]
+    digests = {algorithm: hashlib.new(algorithm) for algorithm in hashes}
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            for digest in digests.values():
+                digest.update(chunk)
+    for c in entries:
+        algorithm, expected = c.checksum.split(":", 1)  # type: ignore[union-attr]
+        if digests[algorithm].hexdigest() == expected.lower():
+            return c.arch
+    return None
+
+
+def _settle_twins(path: Optional[Path], filename: Optional[str], source: str) -> str:
+    """Cnn14 or Cnn14_DecisionLevelMax for a state dict that fits both (see :func:`load_model`)."""
+    named = _named_twin(filename)
+    released = _released_twin(path, named=named) if path is not None else None
+    if released is not None:
+        if named is not None and named != released:
+            log.warning("%s is named like %s but is the released %s checkpoint (by its checksum); "
+                        "loading it as %s", source, named, released, released)
+        return released
+    if named is not None:
+        return named
+    message = (f"{source} fits both Cnn14 and Cnn14_DecisionLevelMax (identical keys and shapes), and "
+               "nothing names one: not arch=, not a registry name, not the file's name or checksum. "
+               "Loading it as Cnn14 (clip-level tags; no framewise output). Pass arch='Cnn14' or "
+               "arch='Cnn14_DecisionLevelMax' (--arch on the command line) to choose and silence this "
+               "warning, or keep the architecture's name in the file name.")
+    log.warning("%s", message)
+    warnings.warn(message, AmbiguousArchitectureWarning, stacklevel=4)
+    return "Cnn14"
 
 
 def verify_checkpoint_file(path: PathLike, *, arch: str) -> None:
