@@ -152,6 +152,7 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
     try:
         obj = _torch_load(path)
     except pickle.UnpicklingError as exc:
+        _refuse_other_formats(path, source)
         detail = _unpickling_detail(str(exc))
         if "GLOBAL" in detail:
             raise UnsafeCheckpointError(
@@ -163,9 +164,51 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
                               "it may be truncated or corrupt: download it again") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, IndexError,
             TypeError, AttributeError, MemoryError) as exc:
+        _refuse_other_formats(path, source)
         raise CheckpointError(f"{source} is not a readable PyTorch checkpoint ({_first_line(exc)}); "
                               "it may be truncated or corrupt: download it again") from None
     return _unwrap(obj, source)
+
+
+# Files that are often passed where a checkpoint belongs, by their first bytes.
+_SIGNATURES = (
+    (b"RIFF", "a RIFF file (WAV audio?)"), (b"fLaC", "FLAC audio"), (b"OggS", "Ogg audio"),
+    (b"ID3", "MP3 audio"), (b"\xff\xfb", "MP3 audio"), (b"\xff\xf3", "MP3 audio"), (b"\xff\xf2", "MP3 audio"),
+    (b"FORM", "AIFF audio"), (b"\x93NUMPY", "a NumPy .npy array"), (b"\x89HDF", "an HDF5 file (Keras?)"),
+    (b"\x1f\x8b", "a gzip archive"), (b"\x89PNG", "a PNG image"), (b"%PDF", "a PDF document"),
+)
+_EXTENSIONS = {".onnx": "an ONNX model", ".safetensors": "a safetensors file", ".tflite": "a TensorFlow Lite model",
+               ".h5": "an HDF5 file (Keras?)", ".npz": "a NumPy archive", ".json": "a JSON file",
+               ".csv": "a CSV file", ".txt": "a text file", ".yaml": "a YAML file", ".html": "an HTML page"}
+
+
+def _other_format(path: Path) -> Optional[str]:
+    """What a file that is not a PyTorch checkpoint is, when it can be told, else ``None``."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None
+    for magic, what in _SIGNATURES:
+        if head.startswith(magic):
+            return what
+    if head[8:10] == b'{"':  # an 8-byte header length, then the JSON header
+        return "a safetensors file"
+    known = _EXTENSIONS.get(path.suffix.lower())
+    if known:
+        return known
+    stripped = head.lstrip()
+    if stripped[:1] in (b"{", b"[", b"<") or stripped[:9].lower().startswith(b"<!doctype"):
+        return "a text file (JSON, HTML or XML), e.g. an error page saved instead of the file"
+    return None
+
+
+def _refuse_other_formats(path: Path, source: str) -> None:
+    what = _other_format(path)
+    if what is not None:
+        raise CheckpointError(f"{source} is {what}, not a PyTorch checkpoint: pass a .pth file saved by "
+                              "torch.save (a state dict), a registry name (see panns_infer.list_models()) "
+                              "or an http(s) URL")
 
 
 def _unpickling_detail(text: str) -> str:

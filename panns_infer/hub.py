@@ -413,6 +413,11 @@ def _looks_like_checkpoint_file(text: str) -> bool:
     return text.endswith((".pth", ".pt", ".ckpt", ".bin"))
 
 
+def _looks_like_path(text: str) -> bool:
+    """A separator or an extension (a dot) makes a string a path; registry names have neither."""
+    return "/" in text or os.sep in text or (os.altsep is not None and os.altsep in text) or "." in text
+
+
 def resolve_checkpoint(checkpoint: Union[str, os.PathLike, registry.Checkpoint], *, sha256: Optional[str] = None,
                        offline: Optional[bool] = None,
                        progress: Optional[bool] = None) -> tuple[Path, Optional[registry.Checkpoint]]:
@@ -421,6 +426,17 @@ def resolve_checkpoint(checkpoint: Union[str, os.PathLike, registry.Checkpoint],
     Accepts an existing path, an http(s) URL (cached by URL; give ``sha256``), a registry
     name such as ``"Cnn14"`` or a released file name such as ``"Cnn14_mAP=0.431.pth"``
     (downloaded once into the cache), or a :class:`~panns_infer.registry.Checkpoint`.
+
+    Which one a string is, in this order:
+
+    1. ``http://`` or ``https://``: a URL.
+    2. A string with no separator and no dot (``"Cnn6"``, ``"cnn14_16k"``): a registry
+       name (any case) when the registry has it, even if a file or folder of that name exists
+       in the working folder; pass ``"./Cnn6"`` or a :class:`~pathlib.Path` to mean such a
+       local file.
+    3. An existing path: that file (a folder is refused when it is loaded).
+    4. A bare released file name (``"Cnn6_mAP=0.343.pth"``) that is not a local file: the
+       registry's file.
 
     Raises:
         UnknownModelError: a bare name that is neither a file nor in the registry.
@@ -441,6 +457,13 @@ def resolve_checkpoint(checkpoint: Union[str, os.PathLike, registry.Checkpoint],
     text = os.fspath(checkpoint)
     if text.startswith(("http://", "https://")):
         return download_url(text, sha256=sha256, offline=offline, progress=progress), None
+    if isinstance(checkpoint, str) and not _looks_like_path(text):
+        try:
+            entry = registry.get_checkpoint(text)
+        except UnknownModelError:
+            pass
+        else:
+            return download(entry, offline=offline, progress=progress), entry
     if Path(text).exists():
         return Path(text), None
     if not (os.sep in text or "/" in text):  # a bare name: registry name or released file name

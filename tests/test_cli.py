@@ -189,3 +189,11 @@ def test_cli_timeline_events_equal_the_api(cnn6_tagger, labels_csv, tmp_path_fac
         threshold=threshold, min_duration=min_duration, min_gap=min_gap, duration=4.3)
     _same_events(printed, api)
     assert all(e["offset"] <= 4.3 and e["offset"] - e["onset"] >= min_duration - 1e-9 for e in printed)
+
+
+@requires_fixtures
+def test_arch_names_are_case_insensitive_like_checkpoint_names(cnn6, labels_csv, tmp_path, capsys):
+    wav = _wav(tmp_path / "a.wav")
+    assert main([wav, "-c", cnn6, "--arch", "cnn6", "--labels", str(labels_csv), "-k", "1"]) == 0
+    assert main([wav, "-c", str(tmp_path / "a.wav"), "--labels", str(labels_csv)]) == 2
+    assert "WAV audio" in capsys.readouterr().err
