@@ -8,13 +8,18 @@ import io
 import json
 import os
 import re
+from unittest import mock
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from panns_infer import Framewise
+from panns_infer import results as results_module
 from panns_infer.errors import InvalidArgumentError, PannsError
 from panns_infer.events import Event, detect_events, events_to_json, events_to_tsv
+from panns_infer.results import Timeline
 
 HOP = 0.01
 
@@ -417,14 +422,6 @@ def test_sed_scores_eval_reads_our_tsv(tmp_path):
 
 
 # --- one validation and one result, whatever the length ----------------------------------
-
-from unittest import mock  # noqa: E402
-
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from panns_infer.results import Timeline  # noqa: E402
-from panns_infer import results as results_module  # noqa: E402
 
 AUDIOSET = [f"class {i}" for i in range(527)]
 AUDIOSET[0] = "Speech"
