@@ -17,9 +17,11 @@ float32 (the networks run in float32; a warning is logged).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import pickle
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,7 +30,8 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from .errors import ArchitectureError, CheckpointError, CheckpointNotFoundError, UnsafeCheckpointError
+from .errors import (AmbiguousArchitectureWarning, ArchitectureError, CheckpointError, CheckpointNotFoundError,
+                     UnsafeCheckpointError)
 from .models import PannsModel, build_model, list_architectures
 
 __all__ = ["read_state_dict", "detect_architecture", "load_model", "verify_checkpoint_file"]
@@ -149,6 +152,7 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
     try:
         obj = _torch_load(path)
     except pickle.UnpicklingError as exc:
+        _refuse_other_formats(path, source)
         detail = _unpickling_detail(str(exc))
         if "GLOBAL" in detail:
             raise UnsafeCheckpointError(
@@ -160,9 +164,51 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
                               "it may be truncated or corrupt: download it again") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, IndexError,
             TypeError, AttributeError, MemoryError) as exc:
+        _refuse_other_formats(path, source)
         raise CheckpointError(f"{source} is not a readable PyTorch checkpoint ({_first_line(exc)}); "
                               "it may be truncated or corrupt: download it again") from None
     return _unwrap(obj, source)
+
+
+# Files that are often passed where a checkpoint belongs, by their first bytes.
+_SIGNATURES = (
+    (b"RIFF", "a RIFF file (WAV audio?)"), (b"fLaC", "FLAC audio"), (b"OggS", "Ogg audio"),
+    (b"ID3", "MP3 audio"), (b"\xff\xfb", "MP3 audio"), (b"\xff\xf3", "MP3 audio"), (b"\xff\xf2", "MP3 audio"),
+    (b"FORM", "AIFF audio"), (b"\x93NUMPY", "a NumPy .npy array"), (b"\x89HDF", "an HDF5 file (Keras?)"),
+    (b"\x1f\x8b", "a gzip archive"), (b"\x89PNG", "a PNG image"), (b"%PDF", "a PDF document"),
+)
+_EXTENSIONS = {".onnx": "an ONNX model", ".safetensors": "a safetensors file", ".tflite": "a TensorFlow Lite model",
+               ".h5": "an HDF5 file (Keras?)", ".npz": "a NumPy archive", ".json": "a JSON file",
+               ".csv": "a CSV file", ".txt": "a text file", ".yaml": "a YAML file", ".html": "an HTML page"}
+
+
+def _other_format(path: Path) -> Optional[str]:
+    """What a file that is not a PyTorch checkpoint is, when it can be told, else ``None``."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None
+    for magic, what in _SIGNATURES:
+        if head.startswith(magic):
+            return what
+    if head[8:10] == b'{"':  # an 8-byte header length, then the JSON header
+        return "a safetensors file"
+    known = _EXTENSIONS.get(path.suffix.lower())
+    if known:
+        return known
+    stripped = head.lstrip()
+    if stripped[:1] in (b"{", b"[", b"<") or stripped[:9].lower().startswith(b"<!doctype"):
+        return "a text file (JSON, HTML or XML), e.g. an error page saved instead of the file"
+    return None
+
+
+def _refuse_other_formats(path: Path, source: str) -> None:
+    what = _other_format(path)
+    if what is not None:
+        raise CheckpointError(f"{source} is {what}, not a PyTorch checkpoint: pass a .pth file saved by "
+                              "torch.save (a state dict), a registry name (see panns_infer.list_models()) "
+                              "or an http(s) URL")
 
 
 def _unpickling_detail(text: str) -> str:
@@ -182,8 +228,10 @@ def _first_line(exc: BaseException) -> str:
 def detect_architecture(state: Mapping[str, object], *, filename: Optional[str] = None) -> str:
     """Name the architecture of a state dict from its keys and shapes (ARCHITECTURES.md 5).
 
-    Cnn14 and Cnn14_DecisionLevelMax have identical keys and shapes; the file name decides
-    (a name containing ``DecisionLevelMax`` means the latter), else Cnn14 is assumed.
+    Cnn14 and Cnn14_DecisionLevelMax have identical keys and shapes; here the file name
+    decides (a name containing ``DecisionLevelMax`` means the latter), else Cnn14 is
+    assumed. :func:`load_model` goes further: it also recognises the released files by
+    checksum, and warns when nothing tells the two apart.
 
     Raises:
         ArchitectureError: no supported architecture has these keys.
@@ -269,6 +317,15 @@ def load_model(checkpoint: Union[PathLike, Mapping[str, torch.Tensor]], *, arch:
                filename: Optional[str] = None) -> PannsModel:
     """Load a checkpoint file (or an in-memory state dict) into its network, in eval mode.
 
+    The architecture is ``arch`` when given, else detected from the keys and shapes. Cnn14
+    and Cnn14_DecisionLevelMax cannot be told apart that way; for them, in this order: a
+    file that is one of the released checkpoints (published checksum; hashed only when the
+    name does not tell, or the size is the published one) is that checkpoint's
+    architecture, whatever its name; else a name containing ``DecisionLevelMax`` or
+    ``Cnn14`` (any case) chooses; else Cnn14 is loaded with an
+    :class:`~panns_infer.errors.AmbiguousArchitectureWarning` (also logged) that says to
+    pass ``arch=``.
+
     Args:
         checkpoint: path to a ``.pth`` file, or a state dict.
         arch: architecture name; detected from the state dict when ``None``.
@@ -294,6 +351,8 @@ def load_model(checkpoint: Union[PathLike, Mapping[str, torch.Tensor]], *, arch:
         if arch is None:
             raise
         detected = None
+    if arch is None and detected in TWINS:
+        detected = _settle_twins(None if isinstance(checkpoint, Mapping) else Path(checkpoint), filename, source)
     with torch.device("meta"):  # no memory for initial weights: the loaded tensors are assigned
         model = build_model(arch or detected)
     if hasattr(model, "logmel_extractor"):
@@ -305,6 +364,66 @@ def load_model(checkpoint: Union[PathLike, Mapping[str, torch.Tensor]], *, arch:
             state.update({k: exact[k] for k in _FRONTEND_KEYS if k in state})
     _strict_load(model, state, source, detected)
     return model.eval()
+
+
+TWINS = ("Cnn14", "Cnn14_DecisionLevelMax")
+"""Architectures whose state dicts have identical keys and shapes (ARCHITECTURES.md 5)."""
+
+
+def _named_twin(filename: Optional[str]) -> Optional[str]:
+    """The twin a file name names (the longest twin name it contains, any case), or ``None``."""
+    name = Path(filename).name.lower() if filename else ""
+    return max((t for t in TWINS if t.lower() in name), key=len, default=None)
+
+
+def _released_twin(path: Path, *, named: Optional[str]) -> Optional[str]:
+    """The twin architecture of the released file ``path`` is (by its published checksum), or ``None``.
+
+    Hashing costs about a second for Cnn14's 300 MB, so a file whose name already tells is
+    hashed only when its size is the published size of a released twin.
+    """
+    from . import registry
+
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return None
+    entries = [c for c in registry.CHECKPOINTS.values() if c.arch in TWINS and c.checksum
+               and (c.size == size if c.size is not None else named is None)]
+    if not entries:
+        return None
+    hashes = {c.checksum.split(":", 1)[0]: None for c in entries}  # type: ignore[union-attr]
+    digests = {algorithm: hashlib.new(algorithm) for algorithm in hashes}
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            for digest in digests.values():
+                digest.update(chunk)
+    for c in entries:
+        algorithm, expected = c.checksum.split(":", 1)  # type: ignore[union-attr]
+        if digests[algorithm].hexdigest() == expected.lower():
+            return c.arch
+    return None
+
+
+def _settle_twins(path: Optional[Path], filename: Optional[str], source: str) -> str:
+    """Cnn14 or Cnn14_DecisionLevelMax for a state dict that fits both (see :func:`load_model`)."""
+    named = _named_twin(filename)
+    released = _released_twin(path, named=named) if path is not None else None
+    if released is not None:
+        if named is not None and named != released:
+            log.warning("%s is named like %s but is the released %s checkpoint (by its checksum); "
+                        "loading it as %s", source, named, released, released)
+        return released
+    if named is not None:
+        return named
+    message = (f"{source} fits both Cnn14 and Cnn14_DecisionLevelMax (identical keys and shapes), and "
+               "nothing names one: not arch=, not a registry name, not the file's name or checksum. "
+               "Loading it as Cnn14 (clip-level tags; no framewise output). Pass arch='Cnn14' or "
+               "arch='Cnn14_DecisionLevelMax' (--arch on the command line) to choose and silence this "
+               "warning, or keep the architecture's name in the file name.")
+    log.warning("%s", message)
+    warnings.warn(message, AmbiguousArchitectureWarning, stacklevel=4)
+    return "Cnn14"
 
 
 def verify_checkpoint_file(path: PathLike, *, arch: str) -> None:

@@ -28,6 +28,8 @@ __all__ = [
     "OfflineError",
     "DeviceError",
     "UnsupportedOperationError",
+    "PannsWarning",
+    "AmbiguousArchitectureWarning",
 ]
 
 
@@ -92,3 +94,16 @@ class DeviceError(PannsError, RuntimeError):
 
 class UnsupportedOperationError(PannsError, TypeError):
     """An operation the loaded checkpoint cannot do (e.g. framewise output from a clip-level model)."""
+
+
+class PannsWarning(UserWarning):
+    """Base class of every warning panns_infer issues."""
+
+
+class AmbiguousArchitectureWarning(PannsWarning):
+    """A state dict that fits two architectures, with nothing to choose between them.
+
+    Cnn14 and Cnn14_DecisionLevelMax have identical keys and shapes. When neither ``arch=``,
+    the registry, the file's checksum nor its name says which one a file is, it is loaded as
+    Cnn14 with this warning; pass ``arch=`` to choose (and silence it).
+    """

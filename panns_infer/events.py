@@ -75,7 +75,7 @@ import numpy as np
 
 from .errors import InvalidArgumentError
 
-__all__ = ["Event", "detect_events", "events_to_tsv", "events_to_json", "DEFAULT_THRESHOLD",
+__all__ = ["Event", "detect_events", "plan_events", "detect_planned", "EventPlan", "events_to_tsv", "events_to_json", "DEFAULT_THRESHOLD",
            "TSV_HEADER"]
 
 DEFAULT_THRESHOLD = 0.5
@@ -183,6 +183,64 @@ def detect_events(probabilities: Any, class_names: Sequence[str], frame_hop: flo
     """
     probs = _check_probabilities(probabilities)
     names = _check_class_names(class_names, probs.shape[1])
+    plan = plan_events(names, frame_hop, threshold=threshold, offset_threshold=offset_threshold,
+                       median_filter=median_filter, min_duration=min_duration, min_gap=min_gap,
+                       classes=classes, duration=duration)
+    return detect_planned(probs[:, plan.columns], plan, plan.columns)
+
+
+@dataclass(frozen=True)
+class EventPlan:
+    """The options of :func:`detect_events`, checked once and resolved per class.
+
+    Built by :func:`plan_events`; :func:`detect_planned` runs it on any subset of the
+    columns, so a long recording can be processed a block of classes at a time with the same
+    validation and the same result as all at once.
+
+    Attributes:
+        names: the class names.
+        hop: seconds per row.
+        width: the median filter's width in rows (1: none).
+        onset: the onset threshold of every class.
+        offset: the offset threshold of every class.
+        columns: the selected classes' column indices, ascending.
+        min_duration: seconds.
+        min_gap: seconds.
+        duration: seconds, or ``None``.
+    """
+
+    names: list
+    hop: float
+    width: int
+    onset: np.ndarray
+    offset: np.ndarray
+    columns: list
+    min_duration: float
+    min_gap: float
+    duration: Optional[float]
+
+
+def plan_events(class_names: Sequence[str], frame_hop: float, *,
+                threshold: Thresholds = DEFAULT_THRESHOLD,
+                offset_threshold: Optional[Thresholds] = None,
+                median_filter: Optional[float] = None,
+                min_duration: float = 0.0,
+                min_gap: float = 0.0,
+                classes: Optional[Union[str, Sequence[str]]] = None,
+                duration: Optional[float] = None) -> EventPlan:
+    """Check the options of :func:`detect_events` against the class names, without probabilities.
+
+    Raises:
+        InvalidArgumentError: as :func:`detect_events`, for everything but the probabilities.
+
+    >>> plan_events(["Dog", "Cat"], 0.01, threshold={"Cat": 0.7}).onset.tolist()
+    [0.5, 0.7]
+    >>> plan_events(["Dog", "Cat"], 0.01, classes=["Dgo"])
+    Traceback (most recent call last):
+    ...
+    panns_infer.errors.InvalidArgumentError: classes names an unknown class 'Dgo'; did you mean 'Dog'? (class names are case-sensitive; see Framewise.class_names)
+    """
+    names = _check_class_names(class_names, None)
     hop = _check_seconds(frame_hop, "frame_hop", positive=True)
     min_duration = _check_seconds(min_duration, "min_duration")
     min_gap = _check_seconds(min_gap, "min_gap")
@@ -190,7 +248,7 @@ def detect_events(probabilities: Any, class_names: Sequence[str], frame_hop: flo
         duration = _check_seconds(duration, "duration")
     width = _median_width(median_filter, hop)
 
-    index_of = {}
+    index_of: dict[str, int] = {}
     for i, name in enumerate(names):
         index_of.setdefault(name, i)
     onset_thr = _per_class(threshold, "threshold", names, index_of,
@@ -203,16 +261,27 @@ def detect_events(probabilities: Any, class_names: Sequence[str], frame_hop: flo
             raise InvalidArgumentError(
                 f"offset_threshold must not exceed the onset threshold, but for class {names[c]!r} it is "
                 f"{offset_thr[c]:g} > {onset_thr[c]:g}; lower offset_threshold or raise threshold")
+    return EventPlan(names, hop, width, onset_thr, offset_thr, columns, min_duration, min_gap, duration)
 
-    frames = probs.shape[0]
+
+def detect_planned(probabilities: np.ndarray, plan: EventPlan, columns: Sequence[int]) -> list[Event]:
+    """Events of the classes ``columns`` (a subset of ``plan.columns``), whose probabilities are
+    the columns of ``probabilities``, in that order; sorted as :func:`detect_events` sorts.
+
+    >>> plan = plan_events(["Dog", "Cat"], 0.1)
+    >>> detect_planned(np.array([[0.9], [0.2]]), plan, [1])
+    [Event(label='Cat', onset=0.0, offset=0.1, score=0.9)]
+    """
+    p = probabilities
+    names, hop, columns = plan.names, plan.hop, list(columns)
+    frames = p.shape[0]
     if frames == 0 or not columns:
         return []
-    p = probs[:, columns]
-    if width > 1:
-        p = _median_filter(p, width)
+    if plan.width > 1:
+        p = _median_filter(p, plan.width)
     # Compare in the probabilities' dtype, so that ties at the threshold are exact.
-    on = p >= onset_thr[columns].astype(p.dtype)
-    off = p >= offset_thr[columns].astype(p.dtype)
+    on = p >= plan.onset[columns].astype(p.dtype)
+    off = p >= plan.offset[columns].astype(p.dtype)
 
     # Runs of frames at or above the offset threshold, per class, in one pass over a
     # class-major linear index (class k, frame t) -> k * frames + t.
@@ -230,8 +299,8 @@ def detect_events(probabilities: Any, class_names: Sequence[str], frame_hop: flo
     keep = (pos < len(on_linear)) & (first_on < base + run_end)
     ev_class, ev_start, ev_end = run_class[keep], first_on[keep] - base[keep], run_end[keep]
 
-    if min_gap > 0 and len(ev_class) > 1:
-        merge = (ev_class[1:] == ev_class[:-1]) & ((ev_start[1:] - ev_end[:-1]) * hop < min_gap - _EPS)
+    if plan.min_gap > 0 and len(ev_class) > 1:
+        merge = (ev_class[1:] == ev_class[:-1]) & ((ev_start[1:] - ev_end[:-1]) * hop < plan.min_gap - _EPS)
         first = np.concatenate(([True], ~merge))
         last = np.concatenate((~merge, [True]))
         ev_class, ev_start, ev_end = ev_class[first], ev_start[first], ev_end[last]
@@ -244,11 +313,11 @@ def detect_events(probabilities: Any, class_names: Sequence[str], frame_hop: flo
     onsets = np.round(ev_start * hop, _TIME_DECIMALS)
     offsets = np.round(ev_end * hop, _TIME_DECIMALS)
     keep = np.ones(len(onsets), dtype=bool)
-    if duration is not None:
-        offsets = np.minimum(offsets, duration)
-        keep &= onsets < duration
-    if min_duration > 0:
-        keep &= (offsets - onsets) >= min_duration - _EPS
+    if plan.duration is not None:
+        offsets = np.minimum(offsets, plan.duration)
+        keep &= onsets < plan.duration
+    if plan.min_duration > 0:
+        keep &= (offsets - onsets) >= plan.min_duration - _EPS
     events = [Event(names[columns[k]], float(on_s), float(off_s), float(s))
               for k, on_s, off_s, s, kept in zip(ev_class, onsets, offsets, scores, keep) if kept]
     events.sort(key=lambda e: (e.onset, e.label, e.offset))
@@ -273,11 +342,14 @@ def _check_probabilities(probabilities: Any) -> np.ndarray:
     return probs
 
 
-def _check_class_names(class_names: Sequence[str], classes: int) -> list[str]:
+def _check_class_names(class_names: Sequence[str], classes: Optional[int]) -> list[str]:
     if isinstance(class_names, str):
         raise InvalidArgumentError("class_names must be a sequence of names, got a single string")
-    names = list(class_names)
-    if len(names) != classes:
+    try:
+        names = list(class_names)
+    except TypeError:
+        raise InvalidArgumentError(f"class_names must be a sequence of names, got {class_names!r}") from None
+    if classes is not None and len(names) != classes:
         raise InvalidArgumentError(
             f"class_names has {len(names)} names but probabilities have {classes} columns")
     if not all(isinstance(n, str) for n in names):

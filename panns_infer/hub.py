@@ -2,7 +2,9 @@
 
 Files go to :func:`cache_dir` (``PANNS_INFER_CACHE``, else the platform's user cache
 folder): released checkpoints to ``checkpoints/``, the AudioSet label list to ``labels/``, and
-checkpoints given by URL to ``urls/<sha256(url)[:16]>/<file name>``.
+checkpoints given by URL to ``urls/<sha256(url)[:16]>/<file name>``, where the file name is the
+server's (``Content-Disposition``, else the URL's path), reduced to a safe base name by
+:mod:`panns_infer.filenames`.
 
 A download is streamed to ``NAME.<uuid>.incomplete`` in the destination folder, under a file
 lock (``NAME.lock``) so that concurrent processes download a file once. A dropped connection
@@ -30,12 +32,13 @@ import os
 import uuid
 from pathlib import Path
 from typing import Callable, Optional, Union
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, urlsplit
 
 import filelock
 
 from . import registry
 from .errors import OfflineError, PannsError
+from .filenames import disposition_file_name, url_file_name
 from .labels import read_labels_csv
 from .transport import _cached_problem, _fsync_dir, _mirror_base, _parse_checksum, _remove_stale, _stream
 
@@ -151,14 +154,19 @@ def checkpoint_path(checkpoint: Union[str, registry.Checkpoint]) -> Path:
     return cache_dir() / "checkpoints" / _resolve(checkpoint).filename
 
 
-def _url_path(url: str) -> Path:
-    """``<cache>/urls/<sha256(url)[:16]>/<basename>`` for a checkpoint given by URL."""
-    digest = hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
-    name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
-    name = name.replace("/", "_").replace("\\", "_").strip()
-    if name in ("", ".", ".."):
-        name = "download"
-    return cache_dir() / "urls" / digest / name
+def _url_folder(url: str) -> Path:
+    """``<cache>/urls/<sha256(url)[:16]>``: the folder of the one file a URL gives."""
+    return cache_dir() / "urls" / hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
+
+
+def _cached_url_file(folder: Path) -> Optional[Path]:
+    """The file a URL's folder holds (the newest, should there be several), or ``None``."""
+    try:
+        found = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                 and not p.name.endswith((".lock", ".incomplete"))]
+    except OSError:
+        return None
+    return max(found, key=lambda p: p.stat().st_mtime, default=None)
 
 
 # --------------------------------------------------------------------------- checks
@@ -180,7 +188,9 @@ def _offline_error(dest: Path, offline: Optional[bool], how: str, problem: Optio
 
 def _fetch(url: str, dest: Union[str, os.PathLike], *, checksum: Optional[str], expected_size: Optional[int],
            verify: Optional[Callable[[Path], None]], offline: Optional[bool], progress: Optional[bool],
-           timeout: float, retries: int, how: str) -> Path:
+           timeout: float, retries: int, how: str, server_name: bool = False) -> Path:
+    """``server_name``: a download is stored under the name the server's Content-Disposition
+    gives (made safe; in ``dest``'s folder), when it gives one; the path is returned."""
     dest = Path(dest)
     pin = _parse_checksum(checksum)
     if retries < 0:
@@ -212,14 +222,19 @@ def _fetch(url: str, dest: Union[str, os.PathLike], *, checksum: Optional[str], 
         tmp = dest.with_name(f"{dest.name}.{uuid.uuid4().hex}.incomplete")
         logger.info("downloading %s to %s", url, dest)
         try:
+            named: list[str] = []
             _stream(url, dest, tmp, pin=pin, expected_size=expected_size, timeout=timeout,
-                    retries=retries, progress=progress)
+                    retries=retries, progress=progress,
+                    on_headers=(lambda h: named.append(disposition_file_name(h.get("Content-Disposition")) or ""))
+                    if server_name else None)
             if verify is not None:
                 try:
                     verify(tmp)
                 except PannsError as exc:
                     raise type(exc)(f"the file downloaded from {url!r} failed its check and was "
                                     f"deleted: {exc}") from exc
+            if named and named[-1]:
+                dest = dest.with_name(named[-1])  # a safe base name: still in dest's folder
             os.replace(tmp, dest)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -321,7 +336,13 @@ def download_url(url: str, *, sha256: Optional[str] = None, offline: Optional[bo
     """Download a checkpoint given by URL into the cache (once) and return its path.
 
     The file goes to ``<cache>/urls/<first 16 hex digits of sha256(url)>/<file name>``, so
-    different URLs never collide.
+    different URLs never collide. The file name is the one the server gives in a
+    ``Content-Disposition`` header, else the last part of the URL's path (for Zenodo's API
+    form ``.../files/NAME/content``: ``NAME``), else ``download``; it is reduced to a safe
+    base name (no separators, no ``..``, no control characters, at most 120 characters; see
+    :mod:`panns_infer.filenames`), so nothing is written outside that folder whatever the
+    server sends. The name matters: it is one way to tell Cnn14 from Cnn14_DecisionLevelMax
+    (see :func:`panns_infer.checkpoint.detect_architecture`).
 
     Args:
         url: an http(s) URL.
@@ -347,9 +368,11 @@ def download_url(url: str, *, sha256: Optional[str] = None, offline: Optional[bo
         checksum = sha256 if ":" in sha256 else "sha256:" + sha256
         if _parse_checksum(checksum)[0] != "sha256":
             raise ValueError(f"sha256 must be a SHA-256 hex digest, got {sha256!r}")
-    return _fetch(url, _url_path(url), checksum=checksum, expected_size=None, verify=None,
+    folder = _url_folder(url)
+    dest = _cached_url_file(folder) or folder / (url_file_name(url) or "download")
+    return _fetch(url, dest, checksum=checksum, expected_size=None, verify=None,
                   offline=offline, progress=progress, timeout=30.0, retries=5,
-                  how=f"run panns_infer.hub.download_url({url!r})")
+                  how=f"run panns_infer.hub.download_url({url!r})", server_name=True)
 
 
 def _verify_labels(path: Path) -> None:
@@ -390,6 +413,11 @@ def _looks_like_checkpoint_file(text: str) -> bool:
     return text.endswith((".pth", ".pt", ".ckpt", ".bin"))
 
 
+def _looks_like_path(text: str) -> bool:
+    """A separator or an extension (a dot) makes a string a path; registry names have neither."""
+    return "/" in text or os.sep in text or (os.altsep is not None and os.altsep in text) or "." in text
+
+
 def resolve_checkpoint(checkpoint: Union[str, os.PathLike, registry.Checkpoint], *, sha256: Optional[str] = None,
                        offline: Optional[bool] = None,
                        progress: Optional[bool] = None) -> tuple[Path, Optional[registry.Checkpoint]]:
@@ -398,6 +426,17 @@ def resolve_checkpoint(checkpoint: Union[str, os.PathLike, registry.Checkpoint],
     Accepts an existing path, an http(s) URL (cached by URL; give ``sha256``), a registry
     name such as ``"Cnn14"`` or a released file name such as ``"Cnn14_mAP=0.431.pth"``
     (downloaded once into the cache), or a :class:`~panns_infer.registry.Checkpoint`.
+
+    Which one a string is, in this order:
+
+    1. ``http://`` or ``https://``: a URL.
+    2. A string with no separator and no dot (``"Cnn6"``, ``"cnn14_16k"``): a registry
+       name (any case) when the registry has it, even if a file or folder of that name exists
+       in the working folder; pass ``"./Cnn6"`` or a :class:`~pathlib.Path` to mean such a
+       local file.
+    3. An existing path: that file (a folder is refused when it is loaded).
+    4. A bare released file name (``"Cnn6_mAP=0.343.pth"``) that is not a local file: the
+       registry's file.
 
     Raises:
         UnknownModelError: a bare name that is neither a file nor in the registry.
@@ -418,6 +457,13 @@ def resolve_checkpoint(checkpoint: Union[str, os.PathLike, registry.Checkpoint],
     text = os.fspath(checkpoint)
     if text.startswith(("http://", "https://")):
         return download_url(text, sha256=sha256, offline=offline, progress=progress), None
+    if isinstance(checkpoint, str) and not _looks_like_path(text):
+        try:
+            entry = registry.get_checkpoint(text)
+        except UnknownModelError:
+            pass
+        else:
+            return download(entry, offline=offline, progress=progress), entry
     if Path(text).exists():
         return Path(text), None
     if not (os.sep in text or "/" in text):  # a bare name: registry name or released file name

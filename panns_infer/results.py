@@ -27,15 +27,6 @@ if TYPE_CHECKING:
 _EXPAND_LIMIT = 16 * 2 ** 20  # bytes of expanded frames that events() creates at once
 
 
-def _block_of(value: Any, columns: list[int], names: list[str]) -> Any:
-    """A per-class threshold option restricted to some columns."""
-    if isinstance(value, dict):
-        return {k: v for k, v in value.items() if k in names}
-    if np.ndim(value) == 1:
-        return np.asarray(value)[columns]
-    return value
-
-
 def expand_segments(segments: np.ndarray, num_frames: int, frames_per_segment: int) -> np.ndarray:
     """Frame-level rows from segment rows: frame t takes segment ``min(t // r, S - 1)``."""
     index = np.minimum(np.arange(num_frames) // frames_per_segment, len(segments) - 1)
@@ -169,26 +160,20 @@ class Framewise:
         >>> fw.events()
         [Event(label='Dog', onset=0.01, offset=0.03, score=0.8)]
         """
-        from .events import detect_events
+        from .events import detect_events, detect_planned, plan_events
 
         names = list(self.class_names)
         block = max(1, _EXPAND_LIMIT // max(1, 4 * self.num_frames))
         if self._expanded is not None or block >= len(names):
             return detect_events(self.probabilities, names, self.frame_hop, **options)
-        # A long recording: expand and detect a block of classes at a time (bounded memory).
-        wanted = options.pop("classes", None)
-        wanted = set([wanted] if isinstance(wanted, str) else wanted) if wanted is not None else None
+        # A long recording: the options are checked once, for every class, then the frames are
+        # expanded and searched a block of classes at a time (bounded memory).
+        plan = plan_events(names, self.frame_hop, **options)
         found: list = []
         for first in range(0, len(names), block):
-            columns = list(range(first, min(first + block, len(names))))
-            sub = [names[c] for c in columns]
-            if wanted is not None and not wanted.intersection(sub):
-                continue
-            per_block = {k: _block_of(v, columns, sub) for k, v in options.items()
-                         if k in ("threshold", "offset_threshold")}
-            found += detect_events(self._frames(columns), sub, self.frame_hop,
-                                   **{**options, **per_block},
-                                   classes=None if wanted is None else [n for n in sub if n in wanted])
+            columns = [c for c in plan.columns if first <= c < first + block]
+            if columns:
+                found += detect_planned(self._frames(columns), plan, columns)
         return sorted(found, key=lambda e: (e.onset, e.label, e.offset))
 
     def to_tsv(self, path: Any, *, filename: Optional[str] = None, **options: Any) -> None:
@@ -277,24 +262,41 @@ class Timeline:
     def events(self, **options: Any) -> list["Event"]:
         """Events over the timeline, as for :meth:`Framewise.events` (same options).
 
+        Thresholds, the median filter and ``min_gap`` work on the segment grid (one row per
+        ``hop``); the events are then placed in time (see the class docstring), clipped to the
+        timeline's end and to ``duration`` when given, and only then filtered by
+        ``min_duration``, so an event is kept or dropped by the length it is reported with,
+        and no event runs past ``duration``.
+
         >>> import numpy as np
         >>> tl = Timeline(np.array([[0.1], [0.9], [0.8]]), np.array([0., 1, 2]), np.array([2., 3, 4]), 1.0, ["Dog"])
         >>> tl.events()
         [Event(label='Dog', onset=1.5, offset=4.0, score=0.9)]
+        >>> tl.events(duration=3.0, min_duration=1.5)
+        [Event(label='Dog', onset=1.5, offset=3.0, score=0.9)]
         """
-        from .events import Event, detect_events
+        from dataclasses import replace
 
+        from .events import Event, _check_probabilities, detect_planned, plan_events
+
+        probs = _check_probabilities(self.probabilities)
+        plan = plan_events(list(self.class_names), self.hop, **options)
         if not len(self.starts):
             return []
+        grid = detect_planned(probs[:, plan.columns], replace(plan, min_duration=0.0, duration=None),
+                              plan.columns)
         shift = float(self.ends[0] - self.starts[0]) / 2 - self.hop / 2  # cell k starts at k*hop + shift
-        found = detect_events(self.probabilities, list(self.class_names), self.hop, **options)
         last = len(self.starts) * self.hop - 1e-9
+        end = self.duration if plan.duration is None else min(self.duration, plan.duration)
         out = []
-        for e in found:
-            onset = 0.0 if e.onset <= 1e-9 else max(0.0, e.onset + shift)
-            offset = self.duration if e.offset >= last else min(self.duration, e.offset + shift)
-            out.append(Event(e.label, round(onset, 6), round(offset, 6), e.score))
-        return out
+        for e in grid:
+            onset = 0.0 if e.onset <= 1e-9 else max(0.0, round(e.onset + shift, 6))
+            offset = self.duration if e.offset >= last else round(e.offset + shift, 6)
+            offset = min(offset, end)
+            if onset >= end or offset - onset < plan.min_duration - 1e-9:
+                continue
+            out.append(Event(e.label, onset, offset, e.score))
+        return sorted(out, key=lambda e: (e.onset, e.label, e.offset))
 
     def to_tsv(self, path: Any, *, filename: Optional[str] = None, **options: Any) -> None:
         """Write :meth:`events` as a DCASE event list (``filename onset offset event_label``)."""

@@ -297,7 +297,9 @@ class AudioTagger:
         if not self._net.has_framewise:
             raise UnsupportedOperationError(
                 f"{self.arch} is a clip-level model without framewise output; use a sound event "
-                "detection checkpoint: 'Cnn14_DecisionLevelMax' or 'Cnn14_DecisionLevelAtt'")
+                "detection checkpoint: 'Cnn14_DecisionLevelMax' or 'Cnn14_DecisionLevelAtt'"
+                + (" (a Cnn14_DecisionLevelMax file loads as Cnn14 unless its name, its checksum or "
+                   "arch='Cnn14_DecisionLevelMax' says otherwise)" if self.arch == "Cnn14" else ""))
         items, single = self._items(x, sample_rate)
         names = self.labels
         outs = self._engine.run(items, ["segmentwise_output", "clipwise_output"], callback=callback)

@@ -318,21 +318,48 @@ class PannsBackbone(nn.Module):
                 return self.model(waveform)["embedding"]
             return self._frames(waveform)
 
-    def frame_times(self, num_samples: int) -> np.ndarray:
-        """Centres (seconds) of the ``output="frames"`` steps for an input of ``num_samples``.
+    def frame_times(self, *args: Any, num_frames: Optional[int] = None,
+                    num_samples: Optional[int] = None) -> np.ndarray:
+        """Centres (seconds) of the ``output="frames"`` steps; give exactly one keyword.
+
+        Args:
+            num_frames: the number of steps ``T'`` of an output ``(B, T', C)``: the centres of
+                steps ``0 .. T' - 1``.
+            num_samples: the length of an input in samples: the centres of the steps the
+                backbone gives for it.
 
         Step ``j`` pools STFT frames ``j*R .. j*R + R - 1`` (``R`` = 16 or 32), so its centre
         is ``(j*R + (R - 1) / 2) * hop / sample_rate``. Inputs shorter than the network's
         minimum are padded, so their steps may lie past the end of the input.
 
+        Raises:
+            InvalidArgumentError: a positional count (which would be ambiguous), both or
+                neither keyword, or a negative count.
+            UnsupportedOperationError: the backbone's output is not ``"frames"``.
+
         >>> from panns_infer.models import build_model
-        >>> PannsBackbone(build_model("Cnn14"), output="frames").frame_times(32000)
+        >>> backbone = PannsBackbone(build_model("Cnn14"), output="frames")
+        >>> backbone.frame_times(num_samples=32000)
         array([0.155, 0.475, 0.795])
+        >>> backbone.frame_times(num_frames=2)
+        array([0.155, 0.475])
         """
+        if args or (num_frames is None) == (num_samples is None):
+            got = f"a positional {args[0]!r}" if args else ("both" if num_frames is not None else "neither")
+            raise InvalidArgumentError(
+                f"frame_times takes exactly one of num_frames= (the T' of an output) or num_samples= "
+                f"(the input's length); got {got}")
         cfg, ratio = self.model.frontend_config, _frame_ratio(self.model)
         if self.output != "frames":
             raise UnsupportedOperationError("frame_times is defined for output='frames' only")
-        steps = cfg.frames(self.model.target_length(int(num_samples))) // ratio
+        count = num_frames if num_frames is not None else num_samples
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
+            name = "num_frames" if num_frames is not None else "num_samples"
+            raise InvalidArgumentError(f"{name} must be a non-negative integer, got {count!r}")
+        if num_frames is not None:
+            steps = int(num_frames)
+        else:
+            steps = cfg.frames(self.model.target_length(int(count))) // ratio
         return (np.arange(steps) * ratio + (ratio - 1) / 2) * cfg.hop_size / cfg.sample_rate
 
 

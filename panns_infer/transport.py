@@ -16,7 +16,7 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Mapping, Optional
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:  # imported where a download starts: it costs ~0.15 s at every CLI start
@@ -209,8 +209,11 @@ def _open_response(session: requests.Session, url: str, dest: Path, start: int,
 
 def _stream(url: str, dest: Path, tmp: Path, *, pin: Optional[tuple[str, str]],
             expected_size: Optional[int], timeout: float, retries: int,
-            progress: Optional[bool]) -> None:
-    """Download ``url`` into ``tmp``, resuming and retrying; check length and checksum."""
+            progress: Optional[bool], on_headers: Optional[Callable[[Mapping[str, str]], None]] = None) -> None:
+    """Download ``url`` into ``tmp``, resuming and retrying; check length and checksum.
+
+    ``on_headers`` is called with the headers of every answer that brings the file's bytes.
+    """
     import requests
 
     algorithm = pin[0] if pin else "sha256"
@@ -233,6 +236,8 @@ def _stream(url: str, dest: Path, tmp: Path, *, pin: Optional[tuple[str, str]],
                 try:
                     response = _open_response(session, url, dest, written, timeout)
                     with response:
+                        if on_headers is not None and response.status_code in (200, 206):
+                            on_headers(response.headers)
                         encoded = response.headers.get("Content-Encoding", "identity").lower() not in (
                             "", "identity")
                         if response.status_code == 416:  # our Range lies past the end

@@ -12,7 +12,7 @@ import torch
 from conftest import FIXTURES, HAVE_FIXTURES, make_checkpoint_module, requires_fixtures
 from panns_infer.checkpoint import detect_architecture, load_model, read_state_dict
 from panns_infer.errors import (ArchitectureError, CheckpointError, CheckpointNotFoundError, PannsError,
-                                UnsafeCheckpointError)
+                                UnknownModelError, UnsafeCheckpointError)
 from panns_infer.models import build_model, list_architectures
 from panns_infer.registry import CHECKPOINTS
 
@@ -169,3 +169,31 @@ def test_non_state_dict_contents(tmp_path):
     torch.save([1, 2, 3], path)
     with pytest.raises(CheckpointError, match="not a state dict"):
         load_model(path)
+
+
+# --- files that are not checkpoints, and architecture names in any case ------------------
+
+
+@pytest.mark.parametrize("name, write, what", [
+    ("clip.wav", lambda p: __import__("soundfile").write(p, [0.0] * 800, 16000), "WAV audio"),
+    ("model.onnx", lambda p: p.write_bytes(b"\x08\x07\x12\x07pytorch\x1a\x052.0.0"), "ONNX model"),
+    ("weights.pth", lambda p: p.write_bytes(b"fLaC\x00\x00\x00\x22" + b"\x00" * 64), "FLAC audio"),
+    ("weights.pth", lambda p: p.write_bytes(b'<!DOCTYPE html><html>Not Found</html>'), "error page"),
+    ("embeddings.npy", lambda p: __import__("numpy").save(p, [1.0, 2.0]), "NumPy"),
+])
+def test_a_file_that_is_not_a_checkpoint_says_what_it_is(tmp_path, name, write, what):
+    path = tmp_path / name
+    write(path)
+    with pytest.raises(CheckpointError, match=what) as info:
+        load_model(path)
+    assert "download it again" not in str(info.value) and "torch.save" in str(info.value)
+
+
+@requires_fixtures
+def test_architecture_names_in_any_case(cnn6_state, tmp_path):
+    path = tmp_path / "w.pth"
+    torch.save(cnn6_state, path)
+    assert build_model("cnn6").arch == "Cnn6" and load_model(path, arch="CNN6").arch == "Cnn6"
+    assert build_model("cnn14_decisionlevelmax").arch == "Cnn14_DecisionLevelMax"
+    with pytest.raises(UnknownModelError):
+        build_model("cnn7")

@@ -9,6 +9,8 @@ import sys
 import numpy as np
 import pytest
 import soundfile
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import requires_fixtures
 from panns_infer.cli import main
@@ -132,3 +134,66 @@ def test_short_jobs_skip_the_fast_path_and_long_ones_use_it(cnn6, labels_csv, tm
         assert main(many + ["-c", cnn6, "--labels", str(labels_csv), "--device", "cpu"]) == 0
         assert built == ["Cnn6", "Cnn6"]
     capsys.readouterr()
+
+
+@pytest.fixture(scope="module")
+def cnn6_tagger(cnn6, labels_csv):
+    from panns_infer import AudioTagger
+
+    return AudioTagger(cnn6, labels=labels_csv, device="cpu", optimize=False)
+
+
+def _same_events(records, events) -> None:
+    """The same events; scores equal up to float rounding (the API may run the CPU fast path)."""
+    assert [(r["label"], r["onset"], r["offset"]) for r in records] == [(e.label, e.onset, e.offset) for e in events]
+    np.testing.assert_allclose([r["score"] for r in records], [e.score for e in events], rtol=0, atol=1e-4)
+
+
+@pytest.mark.slow
+@requires_fixtures
+def test_events_never_run_past_the_end_of_the_file(sed_ckpt, labels_csv, tmp_path, capsys):
+    from panns_infer import AudioTagger
+
+    wav = _wav(tmp_path / "seven.wav", seconds=7.0)
+    out = tmp_path / "events.jsonl"
+    common = ["-c", sed_ckpt, "--labels", str(labels_csv), "--threshold", "0.0"]
+    assert main([wav, *common, "--events", "--format", "json"]) == 0
+    printed = json.loads(capsys.readouterr().out)["events"]
+    assert main([wav, *common, "--events", "--output", str(out)]) == 0
+    capsys.readouterr()
+    written = json.loads(out.read_text().splitlines()[0])["events"]
+    api = AudioTagger(sed_ckpt, labels=labels_csv, device="cpu").framewise(wav).events(threshold=0.0, duration=7.0)
+    assert max(e["offset"] for e in printed) == 7.0                 # every class is active to the end
+    assert printed == written
+    _same_events(printed, api)
+
+
+@requires_fixtures
+@settings(max_examples=4, deadline=None, derandomize=True, database=None)
+@given(segment=st.sampled_from([1.0, 2.0]), hop=st.sampled_from([0.5, 1.0]), threshold=st.sampled_from([0.0, 0.05]),
+       min_duration=st.sampled_from([0.0, 0.7, 1.2]), min_gap=st.sampled_from([0.0, 0.6]))
+def test_cli_timeline_events_equal_the_api(cnn6_tagger, labels_csv, tmp_path_factory, segment, hop, threshold,
+                                            min_duration, min_gap):
+    import contextlib
+    import io
+
+    cnn6 = str(cnn6_tagger.checkpoint_path)
+    wav = _wav(tmp_path_factory.mktemp("tl") / "clip.wav", seconds=4.3, rate=16000)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main([wav, "-c", cnn6, "--labels", str(labels_csv), "--events", "--format", "json",
+                     "--segment", str(segment), "--hop", str(hop), "--threshold", str(threshold),
+                     "--min-duration", str(min_duration), "--min-gap", str(min_gap)]) == 0
+    printed = json.loads(buf.getvalue())["events"]
+    api = cnn6_tagger.timeline(wav, segment=segment, hop=hop).events(
+        threshold=threshold, min_duration=min_duration, min_gap=min_gap, duration=4.3)
+    _same_events(printed, api)
+    assert all(e["offset"] <= 4.3 and e["offset"] - e["onset"] >= min_duration - 1e-9 for e in printed)
+
+
+@requires_fixtures
+def test_arch_names_are_case_insensitive_like_checkpoint_names(cnn6, labels_csv, tmp_path, capsys):
+    wav = _wav(tmp_path / "a.wav")
+    assert main([wav, "-c", cnn6, "--arch", "cnn6", "--labels", str(labels_csv), "-k", "1"]) == 0
+    assert main([wav, "-c", str(tmp_path / "a.wav"), "--labels", str(labels_csv)]) == 2
+    assert "WAV audio" in capsys.readouterr().err

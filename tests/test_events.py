@@ -8,13 +8,18 @@ import io
 import json
 import os
 import re
+from unittest import mock
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from panns_infer import Framewise
+from panns_infer import results as results_module
 from panns_infer.errors import InvalidArgumentError, PannsError
 from panns_infer.events import Event, detect_events, events_to_json, events_to_tsv
+from panns_infer.results import Timeline
 
 HOP = 0.01
 
@@ -414,3 +419,124 @@ def test_sed_scores_eval_reads_our_tsv(tmp_path):
         "a": [[0.1, 0.42, "Speech"], [1.234, 2.0, "Inside, small room"]],
         "b": [[0.1, 0.42, "Speech"]],
     }
+
+
+# --- one validation and one result, whatever the length ----------------------------------
+
+AUDIOSET = [f"class {i}" for i in range(527)]
+AUDIOSET[0] = "Speech"
+
+
+def _decision_level(num_segments: int, classes: list[str], seed: int = 0) -> Framewise:
+    """A decision-level result: segment rows held for 32 frames, as the SED checkpoints give."""
+    rng = np.random.default_rng(seed)
+    segments = rng.random((num_segments, len(classes))).astype(np.float32)
+    return Framewise.from_segments(segments, frames_per_segment=32, num_frames=num_segments * 32 + 1,
+                                   frame_hop=HOP, class_names=classes, clipwise=segments.max(axis=0))
+
+
+BAD_EVENT_OPTIONS = [
+    {"classes": ["Speach"]},
+    {"classes": "Speach"},
+    {"threshold": {"Speach": 0.9}},
+    {"offset_threshold": {"Speach": 0.1}},
+    {"threshold": np.full(526, 0.5)},
+    {"threshold": np.full(600, 0.5)},
+    {"offset_threshold": np.full(526, 0.2)},
+    {"threshold": 0.3, "offset_threshold": 0.5},
+    {"threshold": 1.5},
+    {"min_duration": -1.0},
+    {"duration": float("nan")},
+    {"median_filter": "wide"},
+]
+
+
+@pytest.mark.parametrize("options", BAD_EVENT_OPTIONS, ids=lambda o: ",".join(o))
+@pytest.mark.parametrize("segments", [10, 300], ids=["short", "long"])
+def test_framewise_events_validate_alike_for_short_and_long_inputs(options, segments):
+    fw = _decision_level(segments, AUDIOSET)
+    assert (fw.num_frames > 7958) == (segments == 300)  # past this the classes go in blocks
+    with pytest.raises(InvalidArgumentError) as info:
+        fw.events(**options)
+    with pytest.raises(InvalidArgumentError) as whole:
+        detect_events(np.zeros((3, 527), np.float32), AUDIOSET, HOP, **options)
+    assert str(info.value) == str(whole.value)
+
+
+def test_long_framewise_events_equal_the_whole_matrix_on_audioset_classes():
+    fw = _decision_level(300, AUDIOSET, seed=3)
+    options = {"threshold": np.linspace(0.6, 0.95, 527), "classes": ["Speech", "class 300", "class 526"],
+               "min_gap": 0.5, "duration": 90.0}
+    blocks = fw.events(**options)
+    assert blocks and blocks == detect_events(fw.probabilities, AUDIOSET, HOP, **options)
+
+
+_thresholds = st.one_of(st.floats(0.05, 0.95), st.lists(st.floats(0.05, 0.95), min_size=6, max_size=6))
+_event_options = st.fixed_dictionaries({}, optional={
+    "threshold": _thresholds,
+    "offset_threshold": st.floats(0.0, 0.5),
+    "median_filter": st.sampled_from([None, 0.05, 0.5]),
+    "min_duration": st.floats(0.0, 1.0),
+    "min_gap": st.floats(0.0, 1.0),
+    "classes": st.lists(st.sampled_from(["a", "b", "c", "d", "e", "f", "Speach"]), max_size=3),
+    "duration": st.floats(0.0, 3.0),
+})
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(segments=st.integers(1, 8), seed=st.integers(0, 1000), options=_event_options)
+def test_block_and_whole_event_detection_agree(segments, seed, options):
+    """The bounded-memory path (classes in blocks) gives the whole-matrix result or its error."""
+    classes = ["a", "b", "c", "d", "e", "f"]
+    fw = _decision_level(segments, classes, seed)
+
+    def outcome(run):
+        try:
+            return run()
+        except InvalidArgumentError as exc:
+            return ("error", str(exc))
+
+    whole = outcome(lambda: detect_events(fw.probabilities, classes, HOP, **options))
+    with mock.patch.object(results_module, "_EXPAND_LIMIT", 4 * fw.num_frames * 2):  # blocks of 2 classes
+        blocks = outcome(lambda: _decision_level(segments, classes, seed).events(**options))
+    assert blocks == whole
+
+
+def _timeline(values: list[float], *, segment: float = 2.0, hop: float = 1.0) -> Timeline:
+    starts = np.arange(len(values)) * hop
+    ends = np.minimum(starts + segment, (len(values) - 1) * hop + segment)
+    return Timeline(np.asarray(values, np.float32)[:, None], starts, ends, hop, ["Dog"])
+
+
+def test_timeline_min_duration_filters_the_reported_lengths():
+    tl = _timeline([0.9, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1])  # 10 s, segment 2 s, hop 1 s
+    [event] = tl.events()
+    assert (event.onset, event.offset) == (0.0, 1.5)               # the first cell reaches back to 0
+    assert tl.events(min_duration=1.2) == [event]                   # 1.5 s long: kept
+    assert tl.events(min_duration=1.6) == []
+
+
+def test_timeline_events_never_run_past_duration():
+    tl = _timeline([0.1, 0.1, 0.1, 0.1, 0.1, 0.9, 0.1, 0.1, 0.1])
+    [event] = tl.events()
+    assert (event.onset, event.offset) == (5.5, 6.5)
+    [clipped] = tl.events(duration=6.0)
+    assert (clipped.onset, clipped.offset) == (5.5, 6.0)
+    assert tl.events(duration=6.0, min_duration=0.6) == []         # 0.5 s once clipped
+    assert tl.events(duration=5.5) == []
+    with pytest.raises(InvalidArgumentError, match="Speach"):
+        tl.events(classes=["Speach"])
+    with pytest.raises(InvalidArgumentError, match="Speach"):
+        _timeline([]).events(classes=["Speach"])                     # checked even with nothing to find
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
+@given(values=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=12), duration=st.floats(0.0, 14.0),
+       min_duration=st.floats(0.0, 3.0), min_gap=st.floats(0.0, 2.0))
+def test_timeline_events_lie_within_duration_and_last_at_least_min_duration(values, duration, min_duration,
+                                                                            min_gap):
+    tl = _timeline(values)
+    unfiltered = tl.events(duration=duration, min_gap=min_gap)
+    found = tl.events(duration=duration, min_gap=min_gap, min_duration=min_duration)
+    assert all(0 <= e.onset < e.offset <= min(duration, tl.duration) for e in found)
+    assert found == [e for e in unfiltered if e.offset - e.onset >= min_duration - 1e-9]

@@ -621,3 +621,28 @@ def test_real_fixture_checkpoint(server, cache, monkeypatch, cnn6_bytes, pinned)
         with pytest.raises(CheckpointError):
             hub.download(wrong, progress=False)
         assert leftovers(cache / "checkpoints") == ["Cnn6_mAP=0.343.pth"]
+
+
+# --------------------------------------------------------------------------- names vs paths
+
+
+def test_registry_names_win_over_a_folder_or_file_of_that_name(server, cache, monkeypatch, tmp_path):
+    data = b"released weights"
+    entry = registry.Checkpoint(name="Cnn6", filename="Cnn6_mAP=0.343.pth", arch="Cnn6", mAP=0.343,
+                                checksum=sha256(data), size=len(data))
+    monkeypatch.setitem(registry.CHECKPOINTS, "Cnn6", entry)
+    monkeypatch.setattr(registry, "_TABLE", tuple(entry if c.name == "Cnn6" else c for c in registry._TABLE))
+    server.serve("/m/Cnn6_mAP%3D0.343.pth", data)
+    monkeypatch.setenv("PANNS_INFER_MIRROR", server.url("/m"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "Cnn6").mkdir()
+    (tmp_path / "cnn10").write_bytes(b"a local file named like a registry name")
+    for name in ("Cnn6", "cnn6", "CNN6"):
+        path, found = hub.resolve_checkpoint(name, progress=False)
+        assert found == entry and path == hub.checkpoint_path(entry)
+    assert hub.resolve_checkpoint("./cnn10") == (Path("./cnn10"), None)  # a path: the local file
+    assert hub.resolve_checkpoint(Path("cnn10")) == (Path("cnn10"), None)
+    local = tmp_path / "Cnn6_mAP=0.343.pth"                                # a dot: a path first
+    local.write_bytes(b"mine")
+    assert hub.resolve_checkpoint("Cnn6_mAP=0.343.pth") == (Path("Cnn6_mAP=0.343.pth"), None)
+    assert hub.resolve_checkpoint("./Cnn6") == (Path("./Cnn6"), None)     # the folder (refused when loaded)

@@ -146,3 +146,61 @@ def test_map_batches_on_a_local_ray_instance(setup, tmp_path):
         _check(setup["files"], frame["labels"], frame["scores"], frame["embedding"], setup["expected"])
     finally:
         ray.shutdown()
+
+
+@requires_fixtures
+def test_errors_name_the_row_and_null_paths_are_row_errors(setup, tmp_path):
+    pytest.importorskip("pyarrow", reason=NEEDS_ARROW)
+    pd = pytest.importorskip("pandas", reason="the pandas batch format needs pandas")
+    good = setup["files"][0]
+    predictor = PannsPredictor(setup["checkpoint"], labels=setup["labels"], device="cpu", top_k=4, whole_up_to=0)
+    blobs = np.empty(2, dtype=object)
+    blobs[:] = [Path(good).read_bytes(), b"RIFF garbage"]
+    out = predictor({"bytes": blobs, "path": np.array([good, "s3://bucket/broken.wav"])})
+    first, second = out["error"].to_pylist()
+    assert first is None and second.startswith("s3://bucket/broken.wav: cannot decode")
+    assert "BytesIO" not in second and "0x" not in second
+
+    paths = np.array([good, None, float("nan"), 7, good], dtype=object)
+    errors = predictor({"path": paths})["error"].to_pylist()
+    assert errors[0] is None and errors[4] is None
+    assert "null" in errors[1] and "null" in errors[2] and "must be a string" in errors[3]
+    frame = predictor(pd.DataFrame({"path": [None, good]}, index=[40, 7]))
+    assert list(frame.index) == [40, 7] and pd.isna(frame["error"].iloc[1]) and "null" in frame["error"].iloc[0]
+
+    strict = PannsPredictor(setup["checkpoint"], labels=setup["labels"], device="cpu", on_error="raise")
+    bad = tmp_path / "bad.wav"
+    bad.write_text("not audio")
+    with pytest.raises(AudioDecodeError, match="bad.wav"):           # not a KeyError on index 1
+        strict(pd.DataFrame({"path": [good, str(bad)]}, index=[10, 11]))
+    with pytest.raises(AudioDecodeError, match="null"):
+        strict({"path": np.array([None], dtype=object)})
+
+
+@requires_fixtures
+def test_ray_rows_equal_the_cli_records(setup, tmp_path, capsys):
+    """The same files, options and errors give the same labels, scores and errors in both."""
+    import json
+
+    pytest.importorskip("pyarrow", reason=NEEDS_ARROW)
+    from panns_infer.cli import main
+
+    bad = tmp_path / "bad.wav"
+    bad.write_text("not audio")
+    files = setup["files"][:4] + [str(bad), str(tmp_path / "missing.flac")]
+    out = tmp_path / "tags.jsonl"
+    assert main([*files, "-c", setup["checkpoint"], "--labels", setup["labels"], "-k", "4", "--whole-up-to", "0",
+                 "--device", "cpu", "--output", str(out), "--no-progress"]) == 1
+    capsys.readouterr()
+    records = {r["path"]: r for r in map(json.loads, out.read_text().splitlines())}
+    predictor = PannsPredictor(setup["checkpoint"], labels=setup["labels"], device="cpu", top_k=4, whole_up_to=0)
+    rows = predictor({"path": np.array(files)})
+    for path, labels, scores, error in zip(files, rows["labels"].to_pylist(), rows["scores"].to_pylist(),
+                                           rows["error"].to_pylist()):
+        record = records[path]
+        assert error == record.get("error")
+        if error is None:
+            assert labels == record["labels"]
+            np.testing.assert_allclose(scores, record["scores"], rtol=0, atol=1e-5)
+        else:
+            assert path in error

@@ -129,7 +129,14 @@ def test_frames_are_the_trunk_before_clip_pooling(fixture_checkpoint):
         frames, emb = frames_model(wave), emb_model(wave)
     assert frames.shape == (2, (64000 // 320 + 1) // 16, 512)
     assert frames_model.output_size == 512 and frames_model.frame_hop == 16 * 320
-    assert len(frames_model.frame_times(64000)) == frames.shape[1]
+    assert len(frames_model.frame_times(num_samples=64000)) == frames.shape[1]
+    np.testing.assert_array_equal(frames_model.frame_times(num_frames=frames.shape[1]),
+                                  frames_model.frame_times(num_samples=64000))
+    for bad in ({}, {"num_frames": 3, "num_samples": 9}, {"num_frames": -1}, {"num_samples": 2.5}):
+        with pytest.raises(InvalidArgumentError):
+            frames_model.frame_times(**bad)
+    with pytest.raises(InvalidArgumentError, match="positional"):
+        frames_model.frame_times(6)  # a frame count or a sample count? refused, not guessed
     # the clip head pools the frames: max + mean over time, fc1, ReLU
     fc1 = frames_model.model.fc1
     pooled = torch.relu(fc1(frames.amax(dim=1) + frames.mean(dim=1)))

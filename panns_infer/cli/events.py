@@ -57,7 +57,7 @@ def events_to_file(tagger: "AudioTagger", files: list[str], args: argparse.Names
                 frames, rate = probe_file(path)
                 result = _detect(tagger, path, args)
                 res.duration, res.sample_rate = frames / rate, rate
-                res.events = [e.to_dict() for e in result.events(**_event_options(args))]
+                res.events = [e.to_dict() for e in result.events(**_event_options(args), duration=res.duration)]
             except PannsError as exc:
                 res.error = str(exc)
                 failed += 1
@@ -99,7 +99,10 @@ def _one_file(tagger: "AudioTagger", path: str, args: argparse.Namespace,
                     logmel=None if logmel is None else logmel[: result.num_frames])
     if not args.events:
         return
-    events = result.events(**_event_options(args))
+    from ..audio import probe_file
+
+    frames, rate = probe_file(path)
+    events = result.events(**_event_options(args), duration=frames / rate)  # never past the file's end
     name = os.path.basename(path)
     if args.format == "tsv":
         for e in events:

@@ -6,6 +6,7 @@ import io
 import logging
 import math
 import os
+import re
 import sys
 import time
 from collections import deque
@@ -279,7 +280,8 @@ def _decode_bytes(data: Union[bytes, bytearray, memoryview], rate: int) -> Clip:
     try:
         samples, file_rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError, OSError, EOFError) as exc:
-        raise AudioDecodeError(f"cannot decode {len(data)} bytes as audio ({str(exc).strip() or type(exc).__name__}); "
+        why = re.sub(r"Error opening <[^>]*>: ", "", str(exc)).strip()  # not the BytesIO's repr
+        raise AudioDecodeError(f"cannot decode {len(data)} bytes as audio ({why or type(exc).__name__}); "
                                "supported formats are those libsndfile reads (WAV, FLAC, OGG, MP3, ...)") from None
     mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
     clips, _ = as_clips(np.ascontiguousarray(mono), sample_rate=file_rate, target_rate=rate)

@@ -16,7 +16,7 @@ called on a plain dict of columns, e.g. in a test.
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -43,7 +43,10 @@ class PannsPredictor:
     The result is a dict of columns (a pandas DataFrame for a DataFrame batch): ``path``
     (when the batch has one), ``labels`` (the top-k class names) and ``scores`` (their
     probabilities, float32), with ``embeddings=True`` also ``embedding`` (a float32 ``(N, D)``
-    array, NaN rows for failed rows), and ``error`` (null, or why that row failed). ``labels``,
+    array, NaN rows for failed rows), and ``error`` (null, or why that row failed, naming the
+    row's path when the batch has a ``path`` column). A null or non-string ``path`` (or a null
+    ``bytes`` value) is that row's error, like an unreadable file; rows are matched by
+    position, so a pandas batch may have any index. ``labels``,
     ``scores`` and ``error`` are typed Arrow arrays (``list<string>``, ``list<float>``,
     ``string``), so every block of a dataset has one schema and Parquet output reads back as
     one table even where a block's rows all failed or all passed; this needs pyarrow (which
@@ -90,23 +93,29 @@ class PannsPredictor:
 
     def __call__(self, batch: Any) -> Any:
         """Tag one batch; see the class docstring for its columns."""
-        from ..corpus import tag_corpus
+        from ..corpus import FileResult, tag_corpus
 
         pandas = hasattr(batch, "columns") and hasattr(batch, "to_dict")
         columns = list(batch.columns) if pandas else list(batch)
+        paths = list(batch["path"]) if "path" in columns else None  # by position, whatever the index
         if "bytes" in columns:
-            sources: Sequence[Any] = [_as_bytes(b) for b in batch["bytes"]]
-        elif "path" in columns:
-            sources = [os.fsdecode(p) for p in batch["path"]]
+            sources, problems = zip(*(_bytes_source(b) for b in batch["bytes"])) if len(batch["bytes"]) else ((), ())
+        elif paths is not None:
+            sources, problems = zip(*(_path_source(p) for p in paths)) if paths else ((), ())
         else:
             raise InvalidArgumentError(f"PannsPredictor needs a 'bytes' or 'path' column, got columns {columns}")
-        results = [r for part in tag_corpus(self.tagger, sources, top_k=self.top_k, embeddings=self.embeddings,
-                                            workers=self.workers) for r in part]
+        usable = [s for s in sources if s is not None]
+        tagged = iter([r for part in tag_corpus(self.tagger, usable, top_k=self.top_k,
+                                                embeddings=self.embeddings, workers=self.workers) for r in part])
+        results = [next(tagged) if s is not None else FileResult(None, error=why) for s, why in zip(sources, problems)]
+        for i, r in enumerate(results):
+            where = _row_name(paths[i]) if paths is not None else None
+            if r.error is not None and where is not None and where not in r.error:
+                r.error = f"{where}: {r.error}"  # the row's path, not the in-memory bytes
         if self.on_error == "raise":
             for i, r in enumerate(results):
                 if not r.ok:
-                    where = batch["path"][i] if "path" in columns else f"row {i}"
-                    raise AudioDecodeError(f"{where}: {r.error}")
+                    raise AudioDecodeError(r.error if paths is not None else f"row {i}: {r.error}")
         pa = _pyarrow()
         out: dict[str, Any] = {}
         if "path" in columns:
@@ -138,9 +147,39 @@ def _pyarrow() -> Any:
     return pyarrow
 
 
-def _as_bytes(value: Any) -> Union[bytes, bytearray, memoryview]:
+def _is_null(value: Any) -> bool:
+    """None, NaN, pandas' NA and NaT: what a missing cell holds in numpy, pandas and Arrow batches."""
+    if value is None or type(value).__name__ in ("NAType", "NaTType"):
+        return True
+    return isinstance(value, (float, np.floating)) and bool(np.isnan(value))
+
+
+def _row_name(value: Any) -> Optional[str]:
+    """A path cell as text for messages, or ``None`` for a null or unusable cell."""
+    if _is_null(value):
+        return None
+    try:
+        return str(os.fsdecode(value))  # np.str_ would show as np.str_(...) in messages
+    except TypeError:
+        return None
+
+
+def _path_source(value: Any) -> tuple[Optional[str], Optional[str]]:
+    """``(path, None)`` for a usable ``path`` cell, ``(None, why not)`` otherwise."""
+    if _is_null(value):
+        return None, "the row's path is null; give every row a path (or a 'bytes' value)"
+    name = _row_name(value)
+    if name is None:
+        return None, f"the row's path must be a string, got {type(value).__name__}"
+    return name, None
+
+
+def _bytes_source(value: Any) -> tuple[Optional[Union[bytes, bytearray, memoryview]], Optional[str]]:
+    """``(encoded audio, None)`` for a usable ``bytes`` cell, ``(None, why not)`` otherwise."""
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return value
+        return value, None
     if isinstance(value, np.ndarray) and value.dtype == np.uint8:
-        return value.tobytes()
-    raise InvalidArgumentError(f"the 'bytes' column must hold encoded audio as bytes, got {type(value).__name__}")
+        return value.tobytes(), None
+    if _is_null(value):
+        return None, "the row's 'bytes' value is null; it must hold encoded audio"
+    return None, f"the 'bytes' column must hold encoded audio as bytes, got {type(value).__name__}"

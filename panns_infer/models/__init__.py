@@ -43,13 +43,20 @@ def list_architectures() -> list[str]:
 def build_model(arch: str, classes: int = 527) -> PannsModel:
     """Build an (untrained) network by architecture name, in eval mode.
 
+    Names are matched without regard to case, as registry names are (``"cnn6"`` builds
+    Cnn6); the model's :attr:`~PannsModel.arch` is the canonical spelling.
+
     Raises:
         UnknownModelError: ``arch`` is not a supported architecture.
+
+    >>> build_model("cnn6").arch
+    'Cnn6'
     """
-    try:
-        builder = ARCHITECTURES[arch]
-    except KeyError:
+    builder = ARCHITECTURES.get(arch) if isinstance(arch, str) else None
+    if builder is None and isinstance(arch, str):
+        builder = next((b for name, b in ARCHITECTURES.items() if name.lower() == arch.lower()), None)
+    if builder is None:
         raise UnknownModelError(
             f"Supported architectures are ({', '.join(ARCHITECTURES)}). Found: {arch!r}"
-        ) from None
+        )
     return builder(classes).eval()
