@@ -28,6 +28,7 @@ __all__ = [
     "OfflineError",
     "DeviceError",
     "UnsupportedOperationError",
+    "OutputFileError",
 ]
 
 
@@ -92,3 +93,9 @@ class DeviceError(PannsError, RuntimeError):
 
 class UnsupportedOperationError(PannsError, TypeError):
     """An operation the loaded checkpoint cannot do (e.g. framewise output from a clip-level model)."""
+
+
+class OutputFileError(PannsError, FileExistsError):
+    """An output file that a run must not write into: one another tool wrote, one holding the
+    records of another model or other options, one another run is writing, or one damaged
+    in the middle. Nothing is written; the message names the difference and what to do."""
