@@ -274,7 +274,7 @@ def test_framewise_to_tsv_without_source_needs_a_filename(tmp_path):
 def test_framewise_to_json(framewise, tmp_path):
     framewise.to_json(tmp_path / "out.json", min_duration=0.4)
     data = json.loads((tmp_path / "out.json").read_text())
-    assert data["filename"] == "street.wav"
+    assert data["path"] == framewise.source
     assert data["events"] == [{"label": "Inside, small room", "onset": 0.5, "offset": 1.0,
                                "score": pytest.approx(0.6)}]
 
@@ -332,11 +332,11 @@ def test_tsv_invalid_arguments(events, filename, tmp_path):
 def test_json_round_trip(tmp_path):
     events_to_json(EVENTS, tmp_path / "e.json", filename="street.wav")
     data = json.loads((tmp_path / "e.json").read_text())
-    assert data == {"filename": "street.wav", "events": [e.to_dict() for e in EVENTS]}
+    assert data == {"path": "street.wav", "events": [e.to_dict() for e in EVENTS]}
     assert [Event(**e) for e in data["events"]] == EVENTS
     events_to_json({"a.wav": EVENTS[:1], "b.wav": []}, tmp_path / "all.json")
     assert json.loads((tmp_path / "all.json").read_text()) == [
-        {"filename": "a.wav", "events": [EVENTS[0].to_dict()]}, {"filename": "b.wav", "events": []}]
+        {"path": "a.wav", "events": [EVENTS[0].to_dict()]}, {"path": "b.wav", "events": []}]
 
 
 @pytest.mark.parametrize("write", [

@@ -172,7 +172,8 @@ def tag_corpus(tagger: "AudioTagger", sources: Iterable[Source], *, top_k: int =
         res.duration = end / tagger.sample_rate
         if tags:
             probs = engine._finish(pieces, ["clipwise_output"], end, "max")["clipwise_output"]
-            res.tags = Tags.from_probabilities(probs, names, top_k=top_k, source=res.path)
+            res.tags = Tags.from_probabilities(probs, names, top_k=top_k, source=res.path, duration=res.duration,
+                                               sample_rate=res.sample_rate)
         if embeddings:
             res.embedding = engine._finish(pieces, ["embedding"], end, "mean")["embedding"]
         return res
