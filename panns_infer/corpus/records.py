@@ -154,6 +154,12 @@ class RecordFile:
                 continue  # a quoted field with a line break inside: the entry goes on
             yield start, offset, self._parse(chunk, number)
             chunk = b""
+        if chunk.endswith(b"\n"):
+            # whole lines, but a quote opened at `number` never closes: a damaged row, not a
+            # torn write (which stops mid-line); cutting it would lose every row after it
+            raise OutputFileError(f"{self.path!r}: line {number} opens a quoted field that never closes: it was "
+                                  "edited or damaged. Fix or remove that line, or use another output file, or "
+                                  "--overwrite to start it again")
 
     def _skip_header(self, f: IO[bytes]) -> tuple[int, int]:
         """Move past the header (and a CSV's column row); returns ``(offset, lines)``."""
