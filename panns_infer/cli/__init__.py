@@ -14,7 +14,11 @@ Inputs are files, directories (``--recursive`` for subfolders), globs and ``@man
 (see :func:`panns_infer.corpus.discover`). Without ``--output`` results go to stdout (text,
 json, or DCASE tsv with ``--events``); with ``--output FILE`` (``.jsonl``, ``.csv``, or
 ``.tsv`` for events) and/or ``--embeddings FILE`` (``.npz``, ``.npy``) they are appended and
-fsynced as they come, and a re-run skips the files already done (same path, size, mtime).
+fsynced as they come, and a re-run skips the files already done (same resolved path, size,
+mtime). Each output file starts with a header naming the checkpoint (and its SHA-256), the
+architecture and the options that shape its records; a re-run refuses (exit 2) a file with
+another header, a file panns-tag did not write, and one another run is writing. Every option
+is checked before anything loads.
 
 Exit status: 0 when every file was tagged, 1 when some failed (each failure is reported on
 stderr and the other files are still tagged), 2 for usage errors and setup failures (bad

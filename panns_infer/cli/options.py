@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", "-k", type=int, default=10, help="labels to print per file (default: 10)")
     p.add_argument("--format", "-f", choices=["text", "json", "jsonl", "csv", "tsv"], default=None,
                    help="stdout: text (default), json (one JSON object per line) or tsv (DCASE events, with "
-                        "--events); --output: jsonl, csv or tsv (default: from its extension)")
+                        "--events); --output: jsonl, csv or tsv (default: from its extension); --list-models: "
+                        "text, json (an array), jsonl or csv")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=8, help="clips per forward pass (default: 8)")
     p.add_argument("--offline", action="store_true", help="never use the network (PANNS_INFER_OFFLINE=1)")
@@ -51,10 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write one record per file to FILE (.jsonl, .csv; .tsv for --events), appending "
                              "as files finish; a re-run skips the files already done")
     corpus.add_argument("--embeddings", metavar="FILE", help="also save embeddings: FILE.npz (paths, embeddings, "
-                        "sizes, mtimes) or FILE.npy (with FILE.npy.paths.txt)")
+                        "sizes, mtimes, header) or FILE.npy (with FILE.npy.paths.jsonl); resumable on its own")
     corpus.add_argument("--full", action="store_true", help="add every class's probability to json/jsonl/csv records")
     corpus.add_argument("--overwrite", action="store_true",
-                        help="start --output and --embeddings afresh instead of resuming")
+                        help="start --output and --embeddings afresh instead of resuming (only files panns-tag "
+                             "wrote: others are never replaced)")
     corpus.add_argument("--workers", type=int, default=None,
                         help="threads decoding ahead of the network (default: on CUDA min(8, CPUs), on the CPU the "
                              "cores torch leaves free; 0: none)")
@@ -70,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     sed.add_argument("--median-filter", type=float, help="median filter width in seconds")
     sed.add_argument("--plot", metavar="IMAGE",
                      help="save a plot of the top classes over time (needs panns-infer[plot]); with "
-                          "several files, the file name is inserted before the extension")
+                          "several files, each file's position and name go before the extension "
+                          "(IMAGE_1_name.png, ...)")
     return p
 
 
