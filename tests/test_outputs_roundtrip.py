@@ -32,7 +32,7 @@ HOSTILE = ["\n", "\r", "\r\n", "\t", '"', ",", "'", "\x0c", "\x0b", "\x1c", "\x8
 
 names = st.lists(st.lists(st.sampled_from(HOSTILE + list("ab.")), min_size=1, max_size=6).map("".join),
                  min_size=1, max_size=6, unique=True)
-SETTINGS = settings(max_examples=30, deadline=None, derandomize=True,
+SETTINGS = settings(max_examples=30, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 
