@@ -103,7 +103,8 @@ def test_a_file_the_tool_did_not_write_is_never_rewritten(run, tmp_path):
     emb = tmp_path / "mine.npz"
     np.savez(emb, x=np.arange(3))
     assert run(wav, "--embeddings", str(emb))[0] == 2
-    assert np.load(emb)["x"].tolist() == [0, 1, 2]
+    assert run(wav, "-o", str(tmp_path / "new.jsonl"), "--embeddings", str(emb))[0] == 2
+    assert np.load(emb)["x"].tolist() == [0, 1, 2] and not (tmp_path / "new.jsonl").exists()
 
 
 @requires_fixtures

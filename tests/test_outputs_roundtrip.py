@@ -236,3 +236,20 @@ def test_record_keys_are_resolved_paths(tmp_path, monkeypatch):
             assert records.is_done(alias, 1000, 1.7e9)
         monkeypatch.chdir(tmp_path / "c")
         assert records.is_done("a.wav", 1000, 1.7e9)
+
+
+def test_npy_paths_without_their_matrix_are_ours_to_complete(tmp_path):
+    """A kill between writing FILE.npy.paths.jsonl and FILE.npy: the next run goes on."""
+    out = tmp_path / "e.npy"
+    store = EmbeddingStore(out, 4, header=HEADER)
+    store.append([_result("a.wav", 1)])
+    store.finalize()
+    out.unlink()
+    store = EmbeddingStore(out, 4, header=HEADER)
+    assert not store.has("a.wav", 1001, 1.7e9 + 1)  # its row is gone: computed again
+    store.append([_result("a.wav", 1)])
+    store.finalize()
+    assert np.load(out).tolist() == [[1.0] * 4]
+    (tmp_path / "x.npy.paths.jsonl").write_text("a.wav\n")
+    with pytest.raises(OutputFileError, match="not written by panns-tag"):
+        EmbeddingStore(tmp_path / "x.npy", 4, header=HEADER)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import TYPE_CHECKING, Optional
 
@@ -54,18 +55,26 @@ def tag_files(tagger: "AudioTagger", files: list[str], args: argparse.Namespace,
     model = model_name(tagger, args.checkpoint)
     to_files = bool(args.output or args.embeddings)
     todo = resolved(files) if to_files else files
+    if args.embeddings and tagger.embedding_size is None:
+        raise UnsupportedOperationError(f"{tagger.arch} is a decision-level model and has no embedding "
+                                        "output: drop --embeddings or use a clip-level checkpoint")
     store_done = False
+    new_output = bool(args.output) and not os.path.exists(args.output)
     try:
         if args.output:
             records = RecordFile(args.output, header=run_header(tagger, args, "tags"), format=out_format,
                                  top_k=args.top_k, full=args.full, class_names=tagger.labels,
                                  overwrite=args.overwrite)
         if args.embeddings:
-            if tagger.embedding_size is None:
-                raise UnsupportedOperationError(f"{tagger.arch} is a decision-level model and has no embedding "
-                                                "output: drop --embeddings or use a clip-level checkpoint")
-            store = EmbeddingStore(args.embeddings, tagger.embedding_size,
-                                   header=run_header(tagger, args, "embeddings"), overwrite=args.overwrite)
+            try:
+                store = EmbeddingStore(args.embeddings, tagger.embedding_size,
+                                       header=run_header(tagger, args, "embeddings"), overwrite=args.overwrite)
+            except PannsError:
+                if records is not None and new_output:  # refused: leave no trace of this run
+                    records.close()
+                    records = None
+                    os.unlink(args.output)
+                raise
         if to_files:
             todo = resume(todo, records, store)
         fail_count = 0

@@ -99,7 +99,10 @@ class EmbeddingStore:
         """Index the rows of an existing output (only check whose it is with ``check_only``)."""
         if not os.path.exists(self.path):
             if self.kind == "npy" and os.path.exists(self.paths_file):
-                raise foreign_file_error(self.paths_file)  # paths without their matrix: not ours to replace
+                # paths without their matrix: a kill between the two writes (the journal still
+                # holds the rows), or another tool's file, which is never replaced
+                with open(self.paths_file, "rb") as f:
+                    RunHeader.from_json(f.readline().decode("ascii", "replace"), self.paths_file)
             return
         try:
             if self.kind == "npz":

@@ -218,12 +218,6 @@ class RecordFile:
                     dst.write(src.read(end - start))
         _fsync_dir(self.path)
 
-    def records(self) -> list[dict]:
-        """The records in the file (JSONL: as written; CSV: ``path``, ``size``, ``mtime``, ``error``)."""
-        self._file.flush()
-        with open(self.path, "rb") as f:
-            return [rec for _, _, rec in self._entries(f)]
-
     # state
 
     def is_done(self, path: str, size: Optional[int], mtime: Optional[float]) -> bool:
