@@ -30,6 +30,7 @@ __all__ = [
     "UnsupportedOperationError",
     "PannsWarning",
     "AmbiguousArchitectureWarning",
+    "OutputFileError",
 ]
 
 
@@ -107,3 +108,9 @@ class AmbiguousArchitectureWarning(PannsWarning):
     the registry, the file's checksum nor its name says which one a file is, it is loaded as
     Cnn14 with this warning; pass ``arch=`` to choose (and silence it).
     """
+
+
+class OutputFileError(PannsError, FileExistsError):
+    """An output file that a run must not write into: one another tool wrote, one holding the
+    records of another model or other options, one another run is writing, or one damaged
+    in the middle. Nothing is written; the message names the difference and what to do."""

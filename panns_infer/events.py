@@ -488,30 +488,32 @@ def events_to_tsv(events: Union[Sequence[Event], Mapping[str, Sequence[Event]]],
 
 def events_to_json(events: Union[Sequence[Event], Mapping[str, Sequence[Event]]], path_or_stream: PathOrStream,
                    *, filename: Optional[str] = None, indent: Optional[int] = 2) -> None:
-    """Write events as JSON: ``{"filename": ..., "events": [{label, onset, offset, score}, ...]}``.
+    """Write events as JSON: ``{"path": ..., "events": [{label, onset, offset, score}, ...]}``.
 
-    A mapping ``{filename: events}`` writes a list of such objects, one per clip. Files are
-    written atomically, as in :func:`events_to_tsv`.
+    ``path`` names the clip's file (the package's record vocabulary; the key is ``path`` for
+    whatever name is given). A mapping ``{filename: events}`` writes a list of such objects,
+    one per clip. Files are written atomically, as in :func:`events_to_tsv`.
 
     Args:
         events: the events of one clip, or a mapping ``{filename: events}``.
         path_or_stream: a file path, or an open text stream.
-        filename: the clip's file name (optional for one clip; ``null`` in the JSON when left out).
+        filename: the clip's file path or name (optional for one clip; ``null`` in the JSON when
+            left out).
         indent: passed to :func:`json.dumps`.
 
     >>> import io
     >>> buf = io.StringIO()
     >>> events_to_json([Event("Dog", 0.32, 0.96, 0.8)], buf, filename="park.wav", indent=None)
     >>> buf.getvalue()
-    '{"filename": "park.wav", "events": [{"label": "Dog", "onset": 0.32, "offset": 0.96, "score": 0.8}]}\\n'
+    '{"path": "park.wav", "events": [{"label": "Dog", "onset": 0.32, "offset": 0.96, "score": 0.8}]}\\n'
     """
     if isinstance(events, Mapping):
         if filename is not None:
             raise InvalidArgumentError("give filename= only with a list of events, not with a mapping")
-        payload: Any = [{"filename": name, "events": [e.to_dict() for e in _check_events(evs)]}
+        payload: Any = [{"path": name, "events": [e.to_dict() for e in _check_events(evs)]}
                         for name, evs in events.items()]
     else:
-        payload = {"filename": filename, "events": [e.to_dict() for e in _check_events(events)]}
+        payload = {"path": filename, "events": [e.to_dict() for e in _check_events(events)]}
     _write_text(json.dumps(payload, indent=indent) + "\n", path_or_stream)
 
 

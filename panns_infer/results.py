@@ -49,6 +49,8 @@ class Tags:
         probabilities: every class's probability, ``(classes,)`` float32.
         class_names: the names of all classes, in index order.
         source: the input file's path, or ``None`` for arrays.
+        duration: seconds of audio tagged (``None`` when not known).
+        sample_rate: the input's own rate, before resampling (``None`` when not known).
     """
 
     labels: list[str]
@@ -56,18 +58,28 @@ class Tags:
     probabilities: np.ndarray
     class_names: Sequence[str] = field(default=(), compare=False)
     source: Optional[str] = None
+    duration: Optional[float] = None
+    sample_rate: Optional[int] = None
 
     @classmethod
     def from_probabilities(cls, probabilities: np.ndarray, class_names: Sequence[str], *, top_k: int,
-                           source: Optional[str] = None) -> "Tags":
+                           source: Optional[str] = None, duration: Optional[float] = None,
+                           sample_rate: Optional[int] = None) -> "Tags":
         """Build a result from a probability vector and the class names."""
         index = top_k_indices(probabilities, top_k)
-        return cls([class_names[i] for i in index], probabilities[index], probabilities, class_names, source)
+        return cls([class_names[i] for i in index], probabilities[index], probabilities, class_names, source,
+                   duration, sample_rate)
 
     def to_dict(self, *, full: bool = False) -> dict:
-        """JSON-ready dict: source, top-k labels and scores (and every probability if ``full``)."""
-        out: dict = {"source": self.source, "labels": list(self.labels),
-                     "scores": [float(s) for s in self.scores]}
+        """JSON-ready dict in the package's record vocabulary: ``path`` (the source),
+        ``duration``, ``sample_rate``, the top-k ``labels`` and ``scores`` (and every class's
+        ``probabilities`` if ``full``).
+
+        >>> Tags(["Dog"], np.array([0.9]), np.array([0.9]), ["Dog"], "dog.wav", 2.0, 44100).to_dict()
+        {'path': 'dog.wav', 'duration': 2.0, 'sample_rate': 44100, 'labels': ['Dog'], 'scores': [0.9]}
+        """
+        out: dict = {"path": self.source, "duration": self.duration, "sample_rate": self.sample_rate,
+                     "labels": list(self.labels), "scores": [float(s) for s in self.scores]}
         if full:
             out["probabilities"] = {name: float(p) for name, p in zip(self.class_names, self.probabilities)}
         return out
@@ -144,7 +156,7 @@ class Framewise:
 
     def to_dict(self) -> dict:
         """JSON-ready dict with the frame hop, labels and the probability matrix."""
-        return {"source": self.source, "frame_hop": self.frame_hop, "labels": self.labels,
+        return {"path": self.source, "frame_hop": self.frame_hop, "labels": self.labels,
                 "probabilities": self.probabilities.tolist()}
 
     def events(self, **options: Any) -> list["Event"]:
@@ -179,8 +191,10 @@ class Framewise:
     def to_tsv(self, path: Any, *, filename: Optional[str] = None, **options: Any) -> None:
         """Write :meth:`events` as a DCASE event list; see :func:`panns_infer.events.events_to_tsv`.
 
-        ``filename`` fills the ``filename`` column and defaults to the name of :attr:`source`;
-        the other keyword options go to :meth:`events`.
+        ``filename`` fills the ``filename`` column and defaults to :attr:`source` as given (the
+        full path, so ``x/clip.wav`` and ``y/clip.wav`` stay apart); the other keyword options
+        go to :meth:`events`. A name with a tab or a line break cannot be a TSV field: give
+        ``filename=``.
 
         >>> fw.to_tsv("street.tsv", threshold=0.3)  # doctest: +SKIP
         """
@@ -189,8 +203,10 @@ class Framewise:
         events_to_tsv(self.events(**options), path, filename=self._filename(filename, required=True))
 
     def to_json(self, path: Any, *, filename: Optional[str] = None, **options: Any) -> None:
-        """Write :meth:`events` (not the probabilities: see :meth:`to_dict`) as JSON; see
-        :func:`panns_infer.events.events_to_json`. Options as in :meth:`to_tsv`.
+        """Write :meth:`events` (not the probabilities: see :meth:`to_dict`) as JSON
+        (``{"path": ..., "events": [...]}``, ``path`` being :attr:`source` as given unless
+        ``filename`` is passed); see :func:`panns_infer.events.events_to_json`. Options as in
+        :meth:`to_tsv`.
 
         >>> fw.to_json("street.json", min_duration=0.5)  # doctest: +SKIP
         """
@@ -211,7 +227,7 @@ class Framewise:
 
     def _filename(self, filename: Optional[str], *, required: bool) -> Optional[str]:
         if filename is None and self.source is not None:
-            return os.path.basename(os.fspath(self.source))
+            return os.fspath(self.source)
         if filename is None and required:
             from .errors import InvalidArgumentError
 
@@ -306,7 +322,7 @@ class Timeline:
 
     def to_dict(self) -> dict:
         """JSON-ready dict: segment times, labels, probabilities."""
-        return {"source": self.source, "hop": self.hop, "starts": self.starts.tolist(),
+        return {"path": self.source, "hop": self.hop, "starts": self.starts.tolist(),
                 "ends": self.ends.tolist(), "labels": self.labels,
                 "probabilities": self.probabilities.tolist()}
 

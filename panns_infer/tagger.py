@@ -39,6 +39,20 @@ log = logging.getLogger("panns_infer")
 PathLike = Union[str, os.PathLike]
 
 
+def _seconds(item: Item, rate: int) -> float:
+    """Seconds of audio in a clip or long file (at the model's rate)."""
+    return (item.num_samples if isinstance(item, LongFile) else len(item.samples)) / rate
+
+
+def _input_rate(item: Item) -> Optional[int]:
+    """The input's own sample rate (a long file's from its header)."""
+    if isinstance(item, LongFile):
+        from .audio import probe_file
+
+        return probe_file(item.path)[1]
+    return item.original_rate
+
+
 def resolve_device(device: Union[str, torch.device]) -> torch.device:
     """Turn ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` into a device that exists.
 
@@ -252,7 +266,8 @@ class AudioTagger:
         items, single = self._items(x, sample_rate)
         names = self.labels
         outs = self._engine.run(items, ["clipwise_output"], aggregate=aggregate, callback=callback)
-        tags = [Tags.from_probabilities(o["clipwise_output"], names, top_k=top_k, source=c.source)
+        tags = [Tags.from_probabilities(o["clipwise_output"], names, top_k=top_k, source=c.source,
+                                        duration=_seconds(c, self.sample_rate), sample_rate=_input_rate(c))
                 for o, c in zip(outs, items)]
         return tags[0] if single else tags
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -35,7 +36,8 @@ def test_text_and_json_output(cnn6, labels_csv, tmp_path, capsys):
     assert out[0] == f"{a}:" and len(out) == 8
     assert main([a, "-c", cnn6, "--labels", str(labels_csv), "-k", "2", "--format", "json"]) == 0
     record = json.loads(capsys.readouterr().out)
-    assert record["source"] == a and len(record["labels"]) == 2 and len(record["scores"]) == 2
+    assert record["path"] == a and record["model"] == os.path.basename(cnn6) and record["duration"] == 1.0
+    assert record["sample_rate"] == 32000 and len(record["labels"]) == 2 and len(record["scores"]) == 2
 
 
 @requires_fixtures
@@ -67,7 +69,7 @@ def test_list_models(capsys):
     out = capsys.readouterr().out
     assert "Cnn14_DecisionLevelMax" in out and "Wavegram_Logmel_Cnn14" in out
     assert main(["--list-models", "--format", "json"]) == 0
-    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    rows = json.loads(capsys.readouterr().out)  # one JSON document: an array
     assert {"name", "mAP", "embedding_size", "pinned", "sample_rate"} <= set(rows[0])
 
 
@@ -96,7 +98,7 @@ def test_events_as_dcase_tsv_and_plot(sed_ckpt, labels_csv, tmp_path, capsys):
     assert lines[0] == "filename\tonset\toffset\tevent_label" and len(lines) > 1
     for line in lines[1:]:
         name, onset, offset, label = line.split("\t")
-        assert name == "street.wav" and 0 <= float(onset) < float(offset) <= 3.01 and label
+        assert name == wav and 0 <= float(onset) < float(offset) <= 3.01 and label
         assert float(offset) - float(onset) >= 0.3
     pytest.importorskip("matplotlib")
     assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -110,7 +112,7 @@ def test_events_need_a_sed_checkpoint_or_a_timeline(cnn6, labels_csv, tmp_path, 
     assert main([wav, "-c", cnn6, "--labels", str(labels_csv), "--events", "--segment", "1",
                  "--hop", "0.5", "--format", "json", "--threshold", "0.5"]) == 0
     record = json.loads(capsys.readouterr().out)
-    assert record["source"] == wav and all(0 <= e["onset"] < e["offset"] <= 3.0 for e in record["events"])
+    assert record["path"] == wav and all(0 <= e["onset"] < e["offset"] <= 3.0 for e in record["events"])
     with pytest.raises(SystemExit):
         main([wav, "-c", cnn6, "--labels", str(labels_csv), "--format", "tsv"])
 

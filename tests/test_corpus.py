@@ -23,7 +23,10 @@ from panns_infer.cli import main
 from panns_infer.corpus import (EmbeddingStore, FileResult, RecordFile, discover, file_stat, read_manifest,
                                 tag_corpus)
 from panns_infer.engine import Engine
-from panns_infer.errors import AudioDecodeError, InvalidArgumentError
+from panns_infer.corpus import RunHeader, record_key
+from panns_infer.errors import AudioDecodeError, InvalidArgumentError, OutputFileError
+
+HEADER = RunHeader(model="test", sha256="0" * 64, arch="Cnn6", options={})
 
 # name, seconds, rate, channels: formats, rates, stereo, a file longer than the 10 s window
 # (run as windows: the taggers here use whole_up_to=0), one shorter than Cnn6's minimum (padded), and two of equal length
@@ -90,7 +93,10 @@ def decoded(monkeypatch):
 
 
 def _jsonl(path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+    """The records of a JSONL output (after its header line, which is checked)."""
+    lines = Path(path).read_bytes().split(b"\n")
+    assert json.loads(lines[0])["format"] == "panns-infer/records" and lines[-1] == b""
+    return [json.loads(line) for line in lines[1:-1]]
 
 
 # -- discovery ---------------------------------------------------------------------------------
@@ -137,7 +143,9 @@ def test_cli_usage_errors_exit_2(run, tmp_path, capsys):
         with pytest.raises(SystemExit) as info:
             run(wav, *args)
         assert info.value.code == 2, args
-    assert run(wav, "--embeddings", str(tmp_path / "emb.txt")) == 2
+    with pytest.raises(SystemExit) as info:
+        run(wav, "--embeddings", str(tmp_path / "emb.txt"))
+    assert info.value.code == 2
     assert ".npz or .npy" in capsys.readouterr().err
 
 
@@ -217,7 +225,8 @@ def test_jsonl_and_csv_records(run, tagger, tmp_path, capsys):
     records = _jsonl(out)
     assert [r["path"] for r in records] == files
     for r, path in zip(records, files):
-        assert set(r) == {"path", "size", "mtime", "duration", "sample_rate", "labels", "scores", "probabilities"}
+        assert set(r) == {"path", "duration", "sample_rate", "model", "size", "mtime", "labels", "scores",
+                          "probabilities"}
         assert (r["size"], r["mtime"]) == file_stat(path)
         assert len(r["labels"]) == 3 and len(r["probabilities"]) == 527
         alone = tagger.tag(path, top_k=3)
@@ -228,8 +237,9 @@ def test_jsonl_and_csv_records(run, tagger, tmp_path, capsys):
     table = tmp_path / "tags.csv"
     assert run(str(tmp_path / "c"), "-r", "-k", "2", "-o", str(table)) == 0
     with open(table, newline="") as f:
+        assert json.loads(f.readline()[1:])["options"]["top_k"] == 2  # the header line
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["path", "duration", "sample_rate", "size", "mtime", "label_1", "score_1",
+    assert list(rows[0]) == ["path", "duration", "sample_rate", "model", "size", "mtime", "label_1", "score_1",
                              "label_2", "score_2", "error"]
     assert [r["path"] for r in rows] == files
     for row, rec in zip(rows, records):
@@ -251,7 +261,8 @@ def test_bad_files_become_error_records_and_the_rest_finish(run, tmp_path, capsy
     assert set(records) == set(files) | {str(tmp_path / "c" / "text.wav"), str(tmp_path / "c" / "empty.flac")}
     assert all("labels" in records[f] and "error" not in records[f] for f in files)
     bad = records[str(tmp_path / "c" / "text.wav")]
-    assert set(bad) == {"path", "size", "mtime", "error"} and "cannot" in bad["error"]
+    assert set(bad) == {"path", "duration", "sample_rate", "model", "size", "mtime", "error"}
+    assert "cannot" in bad["error"]
 
 
 @requires_fixtures
@@ -331,9 +342,9 @@ def test_csv_written_with_other_columns_is_refused(run, tmp_path, capsys):
     out = str(tmp_path / "tags.csv")
     assert run(wav, "-k", "3", "-o", out) == 0
     assert run(wav, "-k", "5", "-o", out) == 2
-    assert "other columns" in capsys.readouterr().err
+    assert "top_k: 3 in the file, 5 in this run" in capsys.readouterr().err
     assert run(wav, "-k", "5", "-o", out, "--overwrite") == 0
-    assert "label_5" in Path(out).read_text().splitlines()[0]
+    assert "label_5" in Path(out).read_text().splitlines()[1]
 
 
 SLOW_PANNS_TAG = """
@@ -356,18 +367,19 @@ def test_kill_mid_run_then_resume(cnn6, labels_csv, run, tagger, tmp_path, decod
                                  for i in range(4)]
     out, emb = tmp_path / "tags.jsonl", tmp_path / "emb.npz"
     cmd = [sys.executable, "-c", SLOW_PANNS_TAG, str(root), "-r", "-c", cnn6, "--labels", str(labels_csv),
-           "-o", str(out), "--embeddings", str(emb), "--batch-size", "1", "--workers", "1", "--no-progress"]
+           "-o", str(out), "--embeddings", str(emb), "--batch-size", "1", "--workers", "1", "--no-progress",
+           "--whole-up-to", "0"]  # the options the resume below runs with (a record-shaping option)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if out.exists() and out.read_bytes().count(b"\n") >= 2:
+        if out.exists() and out.read_bytes().count(b"\n") >= 3:  # the header and two records
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
     # the whole records on disk (a torn last line, if the kill hit a write, is cut by the resume)
-    done_before = [json.loads(line) for line in out.read_bytes().split(b"\n")[:-1]]
+    done_before = [json.loads(line) for line in out.read_bytes().split(b"\n")[1:-1]]
     assert 2 <= len(done_before) < len(files)
     assert not emb.exists() and Path(str(emb) + ".partial").exists()
 
@@ -394,7 +406,7 @@ def test_npy_embeddings_with_paths_file_grow_on_resume(run, tagger, tmp_path, de
     decoded.clear()
     assert run(*files, "-o", str(out), "--embeddings", str(emb)) == 0
     assert decoded == files[4:]
-    paths = Path(str(emb) + ".paths.txt").read_text().splitlines()
+    paths = [json.loads(line)["path"] for line in Path(str(emb) + ".paths.jsonl").read_bytes().split(b"\n")[1:-1]]
     matrix = np.load(emb)
     assert paths == files and matrix.shape == (6, 512)
     for p, row in zip(paths, matrix):
@@ -402,36 +414,37 @@ def test_npy_embeddings_with_paths_file_grow_on_resume(run, tagger, tmp_path, de
 
 
 def test_embedding_journal_survives_a_torn_tail(tmp_path):
-    store = EmbeddingStore(tmp_path / "e.npz", 4)
+    store = EmbeddingStore(tmp_path / "e.npz", 4, header=HEADER)
     rows = {f"f{i}.wav": np.arange(4, dtype=np.float32) + i for i in range(3)}
     store.append([FileResult(p, size=10 + i, mtime=100.0 + i, embedding=v) for i, (p, v) in enumerate(rows.items())])
-    store._file.close()
+    store.close()
     partial = tmp_path / "e.npz.partial"
     partial.write_bytes(partial.read_bytes()[:-7])  # the last entry is torn
-    store = EmbeddingStore(tmp_path / "e.npz", 4)
+    store = EmbeddingStore(tmp_path / "e.npz", 4, header=HEADER)
     assert store.has("f0.wav", 10, 100.0) and store.has("f1.wav", 11, 101.0)
     assert not store.has("f2.wav", 12, 102.0) and not store.has("f0.wav", 10, 99.0)
     store.append([FileResult("f2.wav", size=12, mtime=102.0, embedding=rows["f2.wav"])])
     store.finalize()
     z = np.load(tmp_path / "e.npz")
-    assert z["paths"].tolist() == list(rows) and np.array_equal(z["embeddings"], np.stack(list(rows.values())))
+    assert z["paths"].tolist() == [record_key(p) for p in rows] and np.array_equal(z["embeddings"], np.stack(list(rows.values())))
     assert z["sizes"].tolist() == [10, 11, 12] and z["mtimes"].tolist() == [100.0, 101.0, 102.0]
-    with pytest.raises(InvalidArgumentError, match="shape"):
-        EmbeddingStore(tmp_path / "e.npz", 8)
+    with pytest.raises(OutputFileError, match="shape"):
+        EmbeddingStore(tmp_path / "e.npz", 8, header=HEADER)
 
 
-def test_record_file_drops_unreadable_middle_lines(tmp_path, caplog):
+def test_record_file_refuses_a_damaged_middle_line_and_keeps_the_file(tmp_path):
     out = tmp_path / "t.jsonl"
-    good = [json.dumps({"path": f"{c}.wav", "size": 1, "mtime": 2.0, "labels": []}) for c in "abc"]
-    out.write_text(good[0] + "\n{garbage\n" + good[1] + "\n" + good[2] + "\n")
-    with caplog.at_level(logging.WARNING, logger="panns_infer"):
-        records = RecordFile(out)
-    assert "1 unreadable record(s) dropped" in caplog.text
-    assert out.read_text() == "".join(g + "\n" for g in good)
-    assert records.is_done("b.wav", 1, 2.0) and not records.is_done("b.wav", 1, 3.0)
-    assert records.drop(["a.wav", "zzz.wav"]) == 1
-    records.close()
-    assert out.read_text() == "".join(g + "\n" for g in good[1:])
+    good = [json.dumps({"path": record_key(f"{c}.wav"), "size": 1, "mtime": 2.0, "labels": []}) for c in "abc"]
+    out.write_text(HEADER.to_json() + "\n" + good[0] + "\n" + good[1] + "\n" + good[2] + "\n")
+    with RecordFile(out, header=HEADER, top_k=0) as records:
+        assert records.is_done("b.wav", 1, 2.0) and not records.is_done("b.wav", 1, 3.0)
+        assert records.drop(["a.wav", "zzz.wav"]) == 1
+    assert out.read_text() == HEADER.to_json() + "\n" + "".join(g + "\n" for g in good[1:])
+    damaged = HEADER.to_json() + "\n" + good[0] + "\n{garbage\n" + good[1] + "\n"
+    out.write_text(damaged)
+    with pytest.raises(OutputFileError, match="line 3"):
+        RecordFile(out, header=HEADER, top_k=0)
+    assert out.read_text() == damaged  # nothing lost
 
 
 # -- events and stdout -------------------------------------------------------------------------
@@ -445,8 +458,8 @@ def test_events_to_tsv_and_jsonl_files(run, tmp_path, capsys):
     assert run(*files, *opts, "-o", str(tsv)) == 0
     lines = tsv.read_text().splitlines()
     assert lines[0] == "filename\tonset\toffset\tevent_label" and len(lines) > 1
-    assert {line.split("\t")[0] for line in lines[1:]} <= {os.path.basename(f) for f in files}
-    assert not Path(str(tsv) + ".partial").exists()
+    assert {line.split("\t")[0] for line in lines[1:]} <= set(files)  # the files' resolved paths
+    assert Path(str(tsv) + ".jsonl").exists()  # its records, for the next resume
     assert run(*files, *opts, "-o", str(jsonl)) == 0
     records = _jsonl(jsonl)
     assert [r["path"] for r in records] == files and all(isinstance(r["events"], list) for r in records)
@@ -459,4 +472,4 @@ def test_stdout_runs_take_directories_and_keep_their_format(run, tmp_path, capsy
     files = make_corpus(tmp_path / "c")
     assert run(str(tmp_path / "c"), "--recursive", "--format", "json", "-k", "2") == 0
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [r["source"] for r in records] == files and all(len(r["labels"]) == 2 for r in records)
+    assert [r["path"] for r in records] == files and all(len(r["labels"]) == 2 for r in records)

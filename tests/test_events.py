@@ -262,9 +262,17 @@ def test_framewise_events(framewise):
     assert spans(framewise.events(threshold=0.7, duration=0.995)) == [("Speech", 0.1, 0.4)]
 
 
-def test_framewise_to_tsv_uses_the_source_file_name(framewise, tmp_path):
+def test_framewise_to_tsv_and_to_json_name_the_source_path(framewise, tmp_path):
     framewise.to_tsv(tmp_path / "out.tsv", classes=["Speech"])
-    assert (tmp_path / "out.tsv").read_text().splitlines()[1] == "street.wav\t0.100\t0.400\tSpeech"
+    assert (tmp_path / "out.tsv").read_text().splitlines()[1] == "/data/clips/street.wav\t0.100\t0.400\tSpeech"
+    other = Framewise(framewise.probabilities, HOP, framewise.class_names, framewise.clipwise, "/data/other/street.wav")
+    other.to_json(tmp_path / "other.json")
+    framewise.to_json(tmp_path / "out.json")
+    names = {json.loads((tmp_path / n).read_text())["path"] for n in ("out.json", "other.json")}
+    assert names == {"/data/clips/street.wav", "/data/other/street.wav"}  # one base name, two files
+    with pytest.raises(InvalidArgumentError, match="tab"):
+        Framewise(framewise.probabilities, HOP, framewise.class_names, framewise.clipwise, "a\tb.wav").to_tsv(
+            tmp_path / "bad.tsv")
 
 
 def test_framewise_to_tsv_without_source_needs_a_filename(tmp_path):
@@ -279,7 +287,7 @@ def test_framewise_to_tsv_without_source_needs_a_filename(tmp_path):
 def test_framewise_to_json(framewise, tmp_path):
     framewise.to_json(tmp_path / "out.json", min_duration=0.4)
     data = json.loads((tmp_path / "out.json").read_text())
-    assert data["filename"] == "street.wav"
+    assert data["path"] == framewise.source
     assert data["events"] == [{"label": "Inside, small room", "onset": 0.5, "offset": 1.0,
                                "score": pytest.approx(0.6)}]
 
@@ -337,11 +345,11 @@ def test_tsv_invalid_arguments(events, filename, tmp_path):
 def test_json_round_trip(tmp_path):
     events_to_json(EVENTS, tmp_path / "e.json", filename="street.wav")
     data = json.loads((tmp_path / "e.json").read_text())
-    assert data == {"filename": "street.wav", "events": [e.to_dict() for e in EVENTS]}
+    assert data == {"path": "street.wav", "events": [e.to_dict() for e in EVENTS]}
     assert [Event(**e) for e in data["events"]] == EVENTS
     events_to_json({"a.wav": EVENTS[:1], "b.wav": []}, tmp_path / "all.json")
     assert json.loads((tmp_path / "all.json").read_text()) == [
-        {"filename": "a.wav", "events": [EVENTS[0].to_dict()]}, {"filename": "b.wav", "events": []}]
+        {"path": "a.wav", "events": [EVENTS[0].to_dict()]}, {"path": "b.wav", "events": []}]
 
 
 @pytest.mark.parametrize("write", [

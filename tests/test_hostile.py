@@ -595,10 +595,11 @@ def test_cli_reports_every_bad_file_and_finishes_the_rest(corpus, cnn6_path, lab
     out, err = capsys.readouterr()
     assert code == 1
     records = [json.loads(line) for line in out.splitlines()]
-    assert [r["source"] for r in records] == [str(corpus[n]) for n in CLI_FILES]  # in order, one each
+    assert [r["path"] for r in records] == [str(corpus[n]) for n in CLI_FILES]  # in order, one each
     for name, record in zip(CLI_FILES, records):
         if name in CLI_BAD:
-            assert set(record) == {"source", "error"} and record["error"], record
+            assert set(record) == {"path", "duration", "sample_rate", "model", "size", "mtime", "error"}, record
+            assert record["error"]
             assert f"panns-tag: {corpus[name]}: " in err
         else:
             assert "error" not in record and len(record["scores"]) == 3

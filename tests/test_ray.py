@@ -3,6 +3,7 @@ a local Ray instance (needs ``pip install 'ray[data]'``; skipped without it)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +69,11 @@ def test_paths_bytes_and_pandas_batches_equal_the_tagger(setup, tmp_path):
     assert predictor.tagger.device.type in ("cpu", "cuda")
 
     out = predictor({"path": np.array(files)})
-    assert set(out) == {"path", "labels", "scores", "embedding", "error"}
+    assert set(out) == {"path", "duration", "sample_rate", "model", "labels", "scores", "embedding", "error"}
+    durations = [soundfile.info(p).duration for p in files]
+    np.testing.assert_allclose(out["duration"].to_pylist(), durations, atol=1e-3)
+    assert out["sample_rate"].to_pylist() == [soundfile.info(p).samplerate for p in files]
+    assert out["model"].to_pylist() == [os.path.basename(setup["checkpoint"])] * len(files)
     assert out["embedding"].shape == (len(files), 512) and out["embedding"].dtype == np.float32
     assert out["error"].to_pylist() == [None] * len(files)
     _check(out["path"], out["labels"], out["scores"], out["embedding"], setup["expected"])
@@ -79,7 +84,8 @@ def test_paths_bytes_and_pandas_batches_equal_the_tagger(setup, tmp_path):
     _check(out["path"], out["labels"], out["scores"], out["embedding"], setup["expected"])
 
     frame = predictor(pd.DataFrame({"path": files}, index=range(10, 10 + len(files))))
-    assert list(frame.columns) == ["path", "labels", "scores", "embedding", "error"]
+    assert list(frame.columns) == ["path", "duration", "sample_rate", "model", "labels", "scores", "embedding",
+                                   "error"]
     assert list(frame.index) == list(range(10, 10 + len(files)))
     _check(frame["path"], frame["labels"], frame["scores"], frame["embedding"], setup["expected"])
 

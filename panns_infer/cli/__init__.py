@@ -14,7 +14,11 @@ Inputs are files, directories (``--recursive`` for subfolders), globs and ``@man
 (see :func:`panns_infer.corpus.discover`). Without ``--output`` results go to stdout (text,
 json, or DCASE tsv with ``--events``); with ``--output FILE`` (``.jsonl``, ``.csv``, or
 ``.tsv`` for events) and/or ``--embeddings FILE`` (``.npz``, ``.npy``) they are appended and
-fsynced as they come, and a re-run skips the files already done (same path, size, mtime).
+fsynced as they come, and a re-run skips the files already done (same resolved path, size,
+mtime). Each output file starts with a header naming the checkpoint (and its SHA-256), the
+architecture and the options that shape its records; a re-run refuses (exit 2) a file with
+another header, a file panns-tag did not write, and one another run is writing. Every option
+is checked before anything loads.
 
 Exit status: 0 when every file was tagged, 1 when some failed (each failure is reported on
 stderr and the other files are still tagged), 2 for usage errors and setup failures (bad
@@ -24,6 +28,7 @@ checkpoint, labels, device). User errors never print a traceback unless ``--debu
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import sys
@@ -32,19 +37,30 @@ from typing import Optional, Sequence
 from ..errors import PannsError, UnsupportedOperationError
 from .common import EXIT_OK, EXIT_USAGE
 from .events import events_to_file, events_to_stdout
-from .options import build_parser, check_options
+from .options import build_parser, check_environment, check_options
 from .tagging import tag_files, worth_optimizing
 
 __all__ = ["main", "build_parser"]
 
 
-def _list_models(fmt: str) -> int:
+def _list_models(fmt: Optional[str], parser: argparse.ArgumentParser) -> int:
     from ..catalog import list_models
 
+    if fmt not in (None, "text", "json", "jsonl", "csv"):
+        parser.error(f"--list-models prints text, json, jsonl or csv, not {fmt}")
     models = list_models()
     if fmt == "json":
+        print(json.dumps([m.to_dict() for m in models], indent=2))
+        return EXIT_OK
+    if fmt == "jsonl":
         for m in models:
             print(json.dumps(m.to_dict()))
+        return EXIT_OK
+    if fmt == "csv":
+        rows = [m.to_dict() for m in models]
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else [], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
         return EXIT_OK
     print(f"{'name':<24} {'arch':<24} {'rate':>6} {'mAP':>6} {'emb':>5} {'sed':>4} {'min s':>6}  pinned")
     for m in models:
@@ -66,7 +82,8 @@ def _download(names: Sequence[str], offline: bool, progress: Optional[bool]) -> 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     progress = False if args.no_progress else None
     if args.list_models:
-        return _list_models(args.format)
+        return _list_models(args.format, parser)
+    check_environment(parser)
     if args.download:
         return _download(args.download, args.offline, progress)
     if args.export_onnx:
@@ -78,10 +95,6 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.print_usage(sys.stderr)
         print("panns-tag: error: give at least one FILE (or --list-models / --download / --export-onnx)", file=sys.stderr)
         return EXIT_USAGE
-    if args.top_k < 0:
-        parser.error("--top-k must be >= 0")
-    if args.workers is not None and args.workers < 0:
-        parser.error("--workers must be >= 0")
     out_format = check_options(args, parser)
 
     from ..corpus import discover
@@ -96,7 +109,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     tagger = AudioTagger(args.checkpoint, arch=args.arch, device=args.device, labels=args.labels,
                          batch_size=args.batch_size, offline=args.offline or None, progress=progress,
-                         window=args.window if args.window and args.window > 0 else None,
+                         window=args.window or None,
                          whole_up_to=args.whole_up_to,
                          optimize=worth_optimizing(files))
     _ = tagger.labels  # fail early (exit 2) when the labels cannot be had
@@ -119,8 +132,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         format="panns-tag: %(levelname)s: %(message)s")
     try:
         return _run(args, parser)
-    except PannsError as exc:
-        if args.debug:
+    except (PannsError, OSError) as exc:  # typed errors, and a file the system refused (permissions, full disk)
+        if args.debug or isinstance(exc, BrokenPipeError):
             raise
         print(f"panns-tag: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 from typing import Optional
 
-__all__ = ["build_parser", "check_options"]
+__all__ = ["build_parser", "check_options", "check_environment"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", "-k", type=int, default=10, help="labels to print per file (default: 10)")
     p.add_argument("--format", "-f", choices=["text", "json", "jsonl", "csv", "tsv"], default=None,
                    help="stdout: text (default), json (one JSON object per line) or tsv (DCASE events, with "
-                        "--events); --output: jsonl, csv or tsv (default: from its extension)")
+                        "--events); --output: jsonl, csv or tsv (default: from its extension); --list-models: "
+                        "text, json (an array), jsonl or csv")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=8, help="clips per forward pass (default: 8)")
     p.add_argument("--offline", action="store_true", help="never use the network (PANNS_INFER_OFFLINE=1)")
@@ -49,10 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write one record per file to FILE (.jsonl, .csv; .tsv for --events), appending "
                              "as files finish; a re-run skips the files already done")
     corpus.add_argument("--embeddings", metavar="FILE", help="also save embeddings: FILE.npz (paths, embeddings, "
-                        "sizes, mtimes) or FILE.npy (with FILE.npy.paths.txt)")
+                        "sizes, mtimes, header) or FILE.npy (with FILE.npy.paths.jsonl); resumable on its own")
     corpus.add_argument("--full", action="store_true", help="add every class's probability to json/jsonl/csv records")
     corpus.add_argument("--overwrite", action="store_true",
-                        help="start --output and --embeddings afresh instead of resuming")
+                        help="start --output and --embeddings afresh instead of resuming (only files panns-tag "
+                             "wrote: others are never replaced)")
     corpus.add_argument("--workers", type=int, default=None,
                         help="threads decoding ahead of the network (default: on CUDA min(8, CPUs), on the CPU the "
                              "cores torch leaves free; 0: none)")
@@ -68,15 +72,21 @@ def build_parser() -> argparse.ArgumentParser:
     sed.add_argument("--median-filter", type=float, help="median filter width in seconds")
     sed.add_argument("--plot", metavar="IMAGE",
                      help="save a plot of the top classes over time (needs panns-infer[plot]); with "
-                          "several files, the file name is inserted before the extension")
+                          "several files, each file's position and name go before the extension "
+                          "(IMAGE_1_name.png, ...)")
     return p
 
 
 
 def check_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Optional[str]:
-    """Check the output options; return the --output format (None: stdout)."""
-    from ..corpus import record_format
+    """Check every option of a tagging or events run before anything loads; return the
+    --output format (None: stdout). A bad option exits with status 2 through ``parser.error``,
+    having run and written nothing."""
+    from ..corpus.records import record_format
 
+    _check_numbers(args, parser)
+    _check_events(args, parser)
+    check_environment(parser)
     fmt = args.format
     if args.output is None:
         if fmt in ("jsonl", "csv"):
@@ -87,6 +97,9 @@ def check_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
             parser.error("--full adds probabilities to records: use --format json or --output FILE.jsonl/.csv")
         out = None
     else:
+        if os.path.splitext(args.output)[1].lower() == ".json":
+            parser.error(f"--output {args.output!r}: records are written as JSON Lines (one object per line, "
+                         "not one JSON document): name the file .jsonl")
         by_ext = record_format(args.output)
         wanted = {"json": "jsonl", "text": None}.get(fmt, fmt) if fmt else by_ext
         if fmt == "text" or wanted is None:
@@ -105,6 +118,69 @@ def check_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         parser.error("--plot draws files one by one on stdout runs: drop --output/--embeddings")
     if args.embeddings and args.events:
         parser.error("--embeddings comes from tagging runs: drop --events")
+    if args.embeddings and os.path.splitext(args.embeddings)[1].lower() not in (".npz", ".npy"):
+        parser.error(f"--embeddings {args.embeddings!r}: name the file .npz or .npy")
+    if args.output and args.embeddings and os.path.realpath(args.output) == os.path.realpath(args.embeddings):
+        parser.error("--output and --embeddings name the same file")
+    for option, value in (("--output", args.output), ("--embeddings", args.embeddings), ("--plot", args.plot)):
+        if value is not None:
+            _check_folder(option, value, parser)
     return out
 
 
+def _check_numbers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    if args.top_k < 0:
+        parser.error("--top-k must be >= 0")
+    if args.workers is not None and args.workers < 0:
+        parser.error("--workers must be >= 0")
+    if args.batch_size < 1:
+        parser.error("--batch-size must be >= 1")
+    for option, value in (("--window", args.window), ("--whole-up-to", args.whole_up_to)):
+        if not (math.isfinite(value) and value >= 0):
+            parser.error(f"{option} must be a number of seconds >= 0 (--window 0 runs every file whole), got {value:g}")
+
+
+def _check_events(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    if not 0.0 <= args.threshold <= 1.0:
+        parser.error(f"--threshold is a probability: give a value in [0, 1], got {args.threshold:g}")
+    if args.offset_threshold is not None:
+        if not 0.0 <= args.offset_threshold <= 1.0:
+            parser.error(f"--offset-threshold is a probability: give a value in [0, 1], got {args.offset_threshold:g}")
+        if args.offset_threshold > args.threshold:
+            parser.error(f"--offset-threshold ({args.offset_threshold:g}) must not be above --threshold "
+                         f"({args.threshold:g}): an event lasts while p stays above the lower one")
+    for option, value in (("--min-duration", args.min_duration), ("--min-gap", args.min_gap)):
+        if not (math.isfinite(value) and value >= 0):
+            parser.error(f"{option} must be a number of seconds >= 0, got {value:g}")
+    if args.median_filter is not None and not (math.isfinite(args.median_filter) and args.median_filter > 0):
+        parser.error(f"--median-filter must be a width in seconds > 0, got {args.median_filter:g}")
+    if args.segment is not None:
+        if not args.events:
+            parser.error("--segment makes a timeline for --events: add --events (or drop --segment)")
+        if args.plot:
+            parser.error("--plot draws framewise output, which --segment does not give: drop --segment or --plot")
+        if not (math.isfinite(args.segment) and args.segment > 0):
+            parser.error(f"--segment must be a number of seconds > 0, got {args.segment:g}")
+    if args.hop is not None:
+        if args.segment is None:
+            parser.error("--hop is the step between --segment timeline segments: add --segment (or drop --hop)")
+        if not (math.isfinite(args.hop) and 0 < args.hop <= args.segment):
+            parser.error(f"--hop must be > 0 and at most --segment ({args.segment:g} s), got {args.hop:g}")
+
+
+def check_environment(parser: argparse.ArgumentParser) -> None:
+    """Refuse a malformed ``PANNS_INFER_MIRROR`` as a usage error, even when offline."""
+    from ..transport import _mirror_base
+
+    try:
+        _mirror_base()
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
+def _check_folder(option: str, path: str, parser: argparse.ArgumentParser) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        parser.error(f"{option} {path!r}: the folder {folder!r} does not exist; create it first")
+    if os.path.isdir(path):
+        parser.error(f"{option} {path!r} is a folder: give a file name")

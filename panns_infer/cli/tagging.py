@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import TYPE_CHECKING, Optional
 
@@ -39,32 +40,47 @@ def worth_optimizing(files: list[str]) -> bool:
     return seconds >= _OPTIMIZE_MIN_SECONDS
 
 
-def _format_text(tags) -> str:
-    lines = [f"{tags.source}:"]
-    lines += [f"  {score:.3f}  {label}" for label, score in zip(tags.labels, tags.scores)]
+def _format_text(r: "FileResult") -> str:
+    lines = [f"{r.path}:"]
+    lines += [f"  {score:.3f}  {label}" for label, score in zip(r.tags.labels, r.tags.scores)]  # type: ignore[union-attr]
     return "\n".join(lines)
 
 
 def tag_files(tagger: "AudioTagger", files: list[str], args: argparse.Namespace, out_format: Optional[str]) -> int:
     """Tag files with overlapped decoding and cross-file batches, to stdout or files."""
     from ..corpus import EmbeddingStore, Progress, RecordFile, tag_corpus
+    from .outputs import model_name, resolved, run_header
 
     records = store = batches = None
-    todo = files
+    model = model_name(tagger, args.checkpoint)
+    to_files = bool(args.output or args.embeddings)
+    todo = resolved(files) if to_files else files
+    if args.embeddings and tagger.embedding_size is None:
+        raise UnsupportedOperationError(f"{tagger.arch} is a decision-level model and has no embedding "
+                                        "output: drop --embeddings or use a clip-level checkpoint")
+    store_done = False
+    new_output = bool(args.output) and not os.path.exists(args.output)
     try:
         if args.output:
-            records = RecordFile(args.output, format=out_format, top_k=args.top_k, full=args.full,
-                                 class_names=tagger.labels, overwrite=args.overwrite)
+            records = RecordFile(args.output, header=run_header(tagger, args, "tags"), format=out_format,
+                                 top_k=args.top_k, full=args.full, class_names=tagger.labels,
+                                 overwrite=args.overwrite)
         if args.embeddings:
-            if tagger.embedding_size is None:
-                raise UnsupportedOperationError(f"{tagger.arch} is a decision-level model and has no embedding "
-                                                "output: drop --embeddings or use a clip-level checkpoint")
-            store = EmbeddingStore(args.embeddings, tagger.embedding_size, overwrite=args.overwrite)
-        if records is not None:
-            todo = resume(files, records, store)
+            try:
+                store = EmbeddingStore(args.embeddings, tagger.embedding_size,
+                                       header=run_header(tagger, args, "embeddings"), overwrite=args.overwrite)
+            except PannsError:
+                if records is not None and new_output:  # refused: leave no trace of this run
+                    records.close()
+                    records = None
+                    os.unlink(args.output)
+                raise
+        if to_files:
+            todo = resume(todo, records, store)
         fail_count = 0
         bar = Progress(len(todo), enabled=not args.no_progress and sys.stderr.isatty())
-        batches = tag_corpus(tagger, todo, top_k=args.top_k, embeddings=store is not None, workers=args.workers)
+        batches = tag_corpus(tagger, todo, top_k=args.top_k, embeddings=store is not None, workers=args.workers,
+                             callback=bar.within)
         for batch in batches:
             if store is not None:
                 store.append(batch)  # rows first: a record in --output promises its embedding
@@ -76,43 +92,48 @@ def tag_files(tagger: "AudioTagger", files: list[str], args: argparse.Namespace,
                     bar.clear()
                     report_failure(r.path, r.error, r.exception, args)
                 if records is None:
-                    _print_result(r, args)
+                    bar.clear()  # the progress line must not run into the results
+                    _print_result(r, args, model)
             bar.update(batch)
         bar.clear()
+        if store is not None:
+            store_done = True
+            store.finalize()
     finally:
         if batches is not None:
             batches.close()  # on Ctrl-C: cancel the queued decodes now, not at exit
         if records is not None:
             records.close()
-    if store is not None:
-        store.finalize()
+        if store is not None and not store_done:
+            store.close()
     if fail_count:
         print(f"panns-tag: {fail_count} of {len(todo)} file(s) failed", file=sys.stderr)
         return EXIT_SOME_FAILED
     return EXIT_OK
 
 
-def resume(files: list[str], records: "RecordFile", store: Optional["EmbeddingStore"]) -> list[str]:
-    """The files still to do; drop the records of those about to be redone."""
+def resume(files: list[str], records: Optional["RecordFile"], store: Optional["EmbeddingStore"]) -> list[str]:
+    """The files still to do (``files`` are resolved paths); drop the records of those about
+    to be redone."""
     from ..corpus import file_stat
 
     todo = []
     for path in files:
         size, mtime = file_stat(path)
-        if not (records.is_done(path, size, mtime) and (store is None or store.has(path, size, mtime))):
+        if not ((records is None or records.is_done(path, size, mtime))
+                and (store is None or store.has(path, size, mtime))):
             todo.append(path)
-    records.drop(todo)  # errors are retried, changed files recomputed: their old records go
+    if records is not None:
+        records.drop(todo)  # errors are retried, changed files recomputed: their old records go
     if len(todo) < len(files):
-        print(f"panns-tag: {len(files) - len(todo)} of {len(files)} file(s) already done in {records.path}; "
+        where = " and ".join(o.path for o in (records, store) if o is not None)  # type: ignore[attr-defined]
+        print(f"panns-tag: {len(files) - len(todo)} of {len(files)} file(s) already done in {where}; "
               f"{len(todo)} to do", file=sys.stderr, flush=True)
     return todo
 
 
-def _print_result(r: "FileResult", args: argparse.Namespace) -> None:
+def _print_result(r: "FileResult", args: argparse.Namespace, model: str) -> None:
     if args.format == "json":
-        record = {"source": r.path, "error": r.error} if not r.ok else r.tags.to_dict(full=args.full)
-        print(json.dumps(record), flush=True)
+        print(json.dumps(r.to_dict(full=args.full, model=model)), flush=True)
     elif r.ok:
-        print(_format_text(r.tags), flush=True)
-
-
+        print(_format_text(r), flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import math
@@ -67,15 +68,15 @@ class FileResult:
         """Whether the file was tagged."""
         return self.error is None
 
-    def to_dict(self, *, full: bool = False) -> dict:
-        """The JSONL record: path, size, mtime, duration, sample_rate, then labels and scores
-        (with every class's probability if ``full``), events, or error."""
-        out: dict = {"path": self.path, "size": self.size, "mtime": self.mtime}
+    def to_dict(self, *, full: bool = False, model: Optional[str] = None) -> dict:
+        """The record: ``path``, ``duration``, ``sample_rate``, ``model``, ``size``, ``mtime``,
+        then ``labels`` and ``scores`` (with every class's ``probabilities`` if ``full``),
+        ``events``, or ``error``."""
+        out: dict = {"path": self.path, "duration": self.duration, "sample_rate": self.sample_rate,
+                     "model": model, "size": self.size, "mtime": self.mtime}
         if self.error is not None:
             out["error"] = self.error
             return out
-        out["duration"] = self.duration
-        out["sample_rate"] = self.sample_rate
         if self.tags is not None:
             tags = self.tags.to_dict(full=full)
             out["labels"], out["scores"] = tags["labels"], tags["scores"]
@@ -106,7 +107,8 @@ class _Prepared:
 
 def tag_corpus(tagger: "AudioTagger", sources: Iterable[Source], *, top_k: int = 10, tags: bool = True,
                embeddings: bool = False, workers: Optional[int] = None,
-               prefetch: Optional[int] = None) -> Iterator[list[FileResult]]:
+               prefetch: Optional[int] = None,
+               callback: Optional[Callable[[str, float, float], None]] = None) -> Iterator[list[FileResult]]:
     """Tag many files, decoding ahead in threads and batching across files.
 
     Yields the results one forward pass at a time (a list per pass, in input order), so a
@@ -133,6 +135,8 @@ def tag_corpus(tagger: "AudioTagger", sources: Iterable[Source], *, top_k: int =
             files). 0 decodes in the calling thread.
         prefetch: decoded files allowed to wait (default: twice the batch size, at least
             ``workers``).
+        callback: called as ``callback(path, seconds_done, seconds_total)`` as the windows
+            of a long file (one streamed block by block) run, for a progress display.
 
     Raises:
         InvalidArgumentError: a bad option.
@@ -169,7 +173,8 @@ def tag_corpus(tagger: "AudioTagger", sources: Iterable[Source], *, top_k: int =
         res.duration = end / tagger.sample_rate
         if tags:
             probs = engine._finish(pieces, ["clipwise_output"], end, "max")["clipwise_output"]
-            res.tags = Tags.from_probabilities(probs, names, top_k=top_k, source=res.path)
+            res.tags = Tags.from_probabilities(probs, names, top_k=top_k, source=res.path, duration=res.duration,
+                                               sample_rate=res.sample_rate)
         if embeddings:
             res.embedding = engine._finish(pieces, ["embedding"], end, "mean")["embedding"]
         return res
@@ -191,7 +196,8 @@ def tag_corpus(tagger: "AudioTagger", sources: Iterable[Source], *, top_k: int =
     def stream(prep: _Prepared) -> FileResult:
         item: Union[LongFile, Clip] = prep.stream  # type: ignore[assignment]
         try:
-            pieces, end = _pieces(engine, item, outputs)
+            report = None if callback is None else functools.partial(callback, prep.result.path)
+            pieces, end = _pieces(engine, item, outputs, report)
             if not pieces:  # a header that promised audio the file does not hold
                 item = read_audio(prep.stream.path, tagger.sample_rate)  # type: ignore[union-attr]
                 pieces, end = _pieces(engine, item, outputs)
@@ -227,12 +233,16 @@ def _default_workers(device: torch.device) -> int:
     return min(8, cores)
 
 
-def _pieces(engine: Any, item: Union[Clip, LongFile], outputs: list[str]) -> tuple[list[tuple[int, dict]], int]:
+def _pieces(engine: Any, item: Union[Clip, LongFile], outputs: list[str],
+            report: Optional[Callable[[float, float], None]] = None) -> tuple[list[tuple[int, dict]], int]:
     length = item.num_samples if isinstance(item, LongFile) else len(item.samples)
+    rate = engine.model.sample_rate
     pieces, end = [], 0
     for start, stop, out in engine.over_spans(item, engine.spans(length), outputs):
         pieces.append((start, out))
         end = stop
+        if report is not None:
+            report(stop / rate, length / rate)
     return pieces, end
 
 
@@ -381,6 +391,20 @@ class Progress:
         out = self.stream or sys.stderr
         out.write(f"\r\033[K{self.done}/{self.total} files{failed}  {rate:.1f} files/s  "
                   f"{self.seconds / elapsed if elapsed > 0 else 0.0:.0f} audio-s/s  ETA {eta}")
+        out.flush()
+        self._shown = True
+
+    def within(self, path: Optional[str], done: float, total: float) -> None:
+        """Show how far a long file has got (``done`` of ``total`` seconds of audio), at most
+        every ``interval`` seconds: a file of several minutes otherwise shows nothing until it ends."""
+        now = time.perf_counter()
+        if not self.enabled or (now - self._last < self.interval and done < total):
+            return
+        self._last = now
+        name = os.path.basename(path or "audio")
+        out = self.stream or sys.stderr
+        out.write(f"\r\033[K{self.done}/{self.total} files  {name}: {100.0 * done / total if total else 100.0:.0f}% "
+                  f"({done:.0f} of {total:.0f} s)")
         out.flush()
         self._shown = True
 

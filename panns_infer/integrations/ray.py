@@ -40,8 +40,10 @@ class PannsPredictor:
     * ``path``: paths of audio files readable where the actor runs, used when there is no
       ``bytes`` column (with ``bytes``, ``path`` is only passed through, so it may be a URI).
 
-    The result is a dict of columns (a pandas DataFrame for a DataFrame batch): ``path``
-    (when the batch has one), ``labels`` (the top-k class names) and ``scores`` (their
+    The result is a dict of columns (a pandas DataFrame for a DataFrame batch), in the
+    package's record vocabulary: ``path`` (when the batch has one), ``duration`` (seconds),
+    ``sample_rate`` (the input's own rate), ``model`` (the checkpoint's registry name or file
+    name; null for failed rows' duration and rate), ``labels`` (the top-k class names) and ``scores`` (their
     probabilities, float32), with ``embeddings=True`` also ``embedding`` (a float32 ``(N, D)``
     array, NaN rows for failed rows), and ``error`` (null, or why that row failed, naming the
     row's path when the batch has a ``path`` column). A null or non-string ``path`` (or a null
@@ -86,6 +88,8 @@ class PannsPredictor:
         self.embeddings = embeddings
         self.workers = workers
         self.on_error = on_error
+        self.model = (os.fspath(checkpoint) if not os.path.exists(os.fspath(checkpoint))
+                      else os.path.basename(os.fspath(checkpoint)))
         _ = self.tagger.labels  # fail in the constructor, not in every batch
 
     def __repr__(self) -> str:
@@ -122,6 +126,9 @@ class PannsPredictor:
             out["path"] = np.asarray(batch["path"])
         # typed Arrow columns: a block whose rows all failed (or all passed) keeps the same
         # schema as the others, so the blocks of a dataset can be written to one Parquet folder
+        out["duration"] = pa.array([r.duration if r.ok else None for r in results], pa.float64())
+        out["sample_rate"] = pa.array([r.sample_rate if r.ok else None for r in results], pa.int64())
+        out["model"] = pa.array([self.model] * len(results), pa.string())
         out["labels"] = pa.array([list(r.tags.labels) if r.ok else [] for r in results], pa.list_(pa.string()))
         out["scores"] = pa.array([r.tags.scores.tolist() if r.ok else [] for r in results], pa.list_(pa.float32()))
         if self.embeddings:

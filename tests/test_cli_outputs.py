@@ -1,0 +1,313 @@
+"""``panns-tag`` output files: resume only what matches, never write into others' files, check
+every option before loading, and name every file unambiguously."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from conftest import requires_fixtures
+from panns_infer import AudioTagger
+from panns_infer import tagger as tagger_module
+from panns_infer.cli import main
+from panns_infer.cli.events import plot_paths
+from panns_infer.corpus import run as corpus_run
+from panns_infer.corpus import tag_corpus
+from panns_infer.corpus.header import output_lock
+
+
+def _wav(path: Path, seconds: float = 0.5, rate: int = 32000, seed: int = 0) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    x = np.random.default_rng(seed).standard_normal(int(seconds * rate)).astype(np.float32) * 0.1
+    soundfile.write(path, x, rate)
+    return str(path)
+
+
+def _records(path) -> list[dict]:
+    lines = Path(path).read_bytes().split(b"\n")
+    return [json.loads(line) for line in lines[1:-1]]
+
+
+@pytest.fixture(scope="module")
+def cnn6(fixture_checkpoint):
+    return str(fixture_checkpoint("Cnn6"))
+
+
+@pytest.fixture
+def run(cnn6, labels_csv, capsys):
+    """``run(*args) -> (exit status, stdout, stderr)``; a usage error (SystemExit) counts as its code."""
+    def go(*args: str, checkpoint: str = cnn6) -> tuple:
+        try:
+            code = main([*args, "-c", checkpoint, "--labels", str(labels_csv), "--no-progress"])
+        except SystemExit as exc:
+            code = exc.code
+        out, err = capsys.readouterr()
+        assert "Traceback" not in err
+        return code, out, err
+    return go
+
+
+@pytest.fixture
+def decoded(monkeypatch):
+    seen: list = []
+    real = corpus_run._prepare
+
+    def spy(tagger, source, cap):
+        seen.append(source)
+        return real(tagger, source, cap)
+
+    monkeypatch.setattr(corpus_run, "_prepare", spy)
+    return seen
+
+
+# -- what a file holds, and whose it is --------------------------------------------------------
+
+
+@requires_fixtures
+def test_resume_refuses_other_options_or_another_model(run, fixture_checkpoint, tmp_path):
+    files = [_wav(tmp_path / "c" / f"{i}.wav", seed=i) for i in range(2)]
+    out = tmp_path / "tags.jsonl"
+    assert run(*files, "-k", "2", "-o", str(out))[0] == 0
+    before = out.read_bytes()
+    header = json.loads(before.split(b"\n")[0])
+    assert header["arch"] == "Cnn6" and header["options"]["top_k"] == 2 and len(header["checkpoint_sha256"]) == 64
+    assert all(r["model"] == header["model"] for r in _records(out))
+    for args, difference in ((["-k", "5"], "top_k: 2 in the file, 5 in this run"), (["-k", "2", "--full"], "full"),
+                             (["-k", "2", "--window", "5"], "window")):
+        code, _, err = run(*files, *args, "-o", str(out))
+        assert code == 2 and difference in err and "--overwrite" in err, err
+    code, _, err = run(*files, "-k", "2", "-o", str(out), checkpoint=str(fixture_checkpoint("MobileNetV1")))
+    assert code == 2 and "checkpoint:" in err and "arch: Cnn6 in the file, MobileNetV1 in this run" in err
+    assert out.read_bytes() == before  # nothing mixed in
+    assert run(*files, "-k", "5", "-o", str(out), "--overwrite")[0] == 0
+    assert all(len(r["labels"]) == 5 for r in _records(out))
+
+
+@requires_fixtures
+def test_a_file_the_tool_did_not_write_is_never_rewritten(run, tmp_path):
+    wav = _wav(tmp_path / "a.wav")
+    manifest = tmp_path / "manifest.jsonl"
+    text = '{"path": "x.wav"}\n{"path": "y.wav"}\nnot json\n'
+    manifest.write_text(text)
+    for extra in ([], ["--overwrite"]):
+        code, _, err = run(wav, "-o", str(manifest), *extra)
+        assert code == 2 and "not written by panns-tag" in err
+    assert manifest.read_text() == text
+    emb = tmp_path / "mine.npz"
+    np.savez(emb, x=np.arange(3))
+    assert run(wav, "--embeddings", str(emb))[0] == 2
+    assert run(wav, "-o", str(tmp_path / "new.jsonl"), "--embeddings", str(emb))[0] == 2
+    assert np.load(emb)["x"].tolist() == [0, 1, 2] and not (tmp_path / "new.jsonl").exists()
+
+
+@requires_fixtures
+def test_one_record_per_file_however_its_path_is_written(run, tmp_path, monkeypatch):
+    root = tmp_path / "corpus"
+    files = [_wav(root / f"{i}.wav", seed=i) for i in range(3)]
+    out = tmp_path / "tags.jsonl"
+    monkeypatch.chdir(tmp_path)
+    for spelling in ("corpus", "./corpus", str(root), "corpus/../corpus"):
+        assert run(spelling, "-o", str(out))[0] == 0
+    monkeypatch.chdir(root)
+    assert run(".", "-o", str(out))[0] == 0
+    assert run("0.wav", "./0.wav", "-o", str(out))[0] == 0
+    assert sorted(r["path"] for r in _records(out)) == sorted(os.path.realpath(f) for f in files)
+
+
+@requires_fixtures
+def test_a_second_run_on_the_same_output_is_refused(run, tmp_path):
+    wav = _wav(tmp_path / "a.wav")
+    out = str(tmp_path / "tags.jsonl")
+    with output_lock(out):
+        code, _, err = run(wav, "-o", out)
+    assert code == 2 and "another panns-tag run is writing" in err
+    assert not os.path.exists(out)
+    assert run(wav, "-o", out)[0] == 0
+
+
+@requires_fixtures
+@pytest.mark.parametrize("kind", ["npy", "npz"])
+def test_embeddings_keep_their_paths_through_any_name_and_resume_alone(run, cnn6, labels_csv, tmp_path, decoded,
+                                                                       kind):
+    names = ["a\nb.wav", "c\rd.wav", "e\x0cf.wav", "g\u2028h.wav", "plain.wav", "i\x85j.wav"]
+    files = [_wav(tmp_path / "c" / n, seconds=0.3 + 0.1 * i, seed=i) for i, n in enumerate(names)]
+    emb = tmp_path / f"emb.{kind}"
+    assert run(*files[:3], "--embeddings", str(emb))[0] == 0
+    decoded.clear()
+    assert run(*files, "--embeddings", str(emb))[0] == 0  # no --output: resumes from the embeddings
+    assert decoded == files[3:]
+    decoded.clear()
+    assert run(*files, "--embeddings", str(emb))[0] == 0
+    assert decoded == []
+    if kind == "npz":
+        z = np.load(emb)
+        paths, matrix = z["paths"].tolist(), z["embeddings"]
+    else:
+        lines = Path(str(emb) + ".paths.jsonl").read_bytes().split(b"\n")
+        paths, matrix = [json.loads(line)["path"] for line in lines[1:-1]], np.load(emb)
+    assert paths == files and matrix.shape == (6, 512)
+    tagger = AudioTagger(cnn6, labels=labels_csv, device="cpu")
+    for p, row in zip(paths, matrix):
+        np.testing.assert_allclose(row, tagger.embed(p), rtol=0, atol=1e-4)
+
+
+@requires_fixtures
+def test_csv_with_a_carriage_return_in_a_path_resumes(run, tmp_path, decoded):
+    files = [_wav(tmp_path / "c" / n, seed=i) for i, n in enumerate(["a\rb.wav", 'q",z.wav', "plain.wav"])]
+    out = tmp_path / "tags.csv"
+    assert run(*files, "-k", "2", "-o", str(out))[0] == 0
+    decoded.clear()
+    assert run(*files, "-k", "2", "-o", str(out))[0] == 0
+    assert decoded == []
+    with open(out, newline="") as f:
+        f.readline()
+        rows = list(csv.DictReader(f))
+    assert [r["path"] for r in rows] == files and all(r["model"] for r in rows)
+    # a damaged row: a typed error and exit 2, not a csv traceback; the file is left as it was
+    damaged = out.read_bytes().replace(b"plain.wav", b'plain.wav"')
+    out.write_bytes(damaged)
+    code, _, err = run(*files, "-k", "2", "-o", str(out))
+    assert code == 2 and "line" in err and out.read_bytes() == damaged
+
+
+# -- names -------------------------------------------------------------------------------------
+
+
+@requires_fixtures
+def test_events_name_the_full_path_and_refuse_names_a_tsv_cannot_hold(run, tmp_path):
+    same = [_wav(tmp_path / d / "clip.wav", seconds=1.0, seed=i) for i, d in enumerate(("x", "y"))]
+    tab = _wav(tmp_path / "x" / "a\tb.wav", seconds=1.0)
+    opts = ["--events", "--segment", "0.5", "--threshold", "0.01"]
+    code, out, err = run(*same, tab, *opts, "--format", "tsv")
+    assert code == 1 and "tab or a line break" in err
+    rows = [line.split("\t") for line in out.splitlines()[1:]]
+    assert rows and all(len(row) == 4 for row in rows)
+    assert {row[0] for row in rows} == set(same)  # two files with one base name stay apart
+    tsv = tmp_path / "ev.tsv"
+    code, _, err = run(*same, tab, *opts, "-o", str(tsv))
+    assert code == 1
+    rows = [line.split("\t") for line in tsv.read_text().splitlines()[1:]]
+    assert {row[0] for row in rows} == {os.path.realpath(p) for p in same} and all(len(r) == 4 for r in rows)
+
+
+def test_several_plots_never_share_an_image():
+    files = ["d1/ZOOM0001.WAV", "d2/ZOOM0001.WAV", "d1/ZOOM0001.mp3"]
+    paths = plot_paths("out.png", files)
+    assert len(set(paths.values())) == 3 and all(p.startswith("out_") and p.endswith(".png") for p in paths.values())
+    assert plot_paths("one.png", ["a.wav"]) == {"a.wav": "one.png"}
+
+
+# -- options, checked before anything loads ----------------------------------------------------
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fail the test if a model is loaded."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the options were checked")
+    monkeypatch.setattr(tagger_module.AudioTagger, "__init__", refuse)
+
+
+@requires_fixtures
+@pytest.mark.parametrize("args, says", [
+    (["--events", "--threshold", "1.5"], "--threshold"),
+    (["--events", "--threshold", "-0.1"], "--threshold"),
+    (["--events", "--threshold", "0.3", "--offset-threshold", "0.5"], "--offset-threshold"),
+    (["--events", "--segment", "0"], "--segment"),
+    (["--events", "--segment", "1", "--hop", "2"], "--hop"),
+    (["--events", "--segment", "1", "--hop", "0"], "--hop"),
+    (["--window", "-5"], "--window"),
+    (["--segment", "1"], "add --events"),
+    (["--events", "--segment", "1", "--plot", "x.png"], "--plot"),
+    (["--events", "--min-duration", "-1"], "--min-duration"),
+    (["-o", "nodir/x.jsonl"], "does not exist"),
+    (["--embeddings", "nodir/x.npz"], "does not exist"),
+    (["-o", "x.json"], ".jsonl"),
+])
+def test_bad_options_exit_2_before_anything_runs(run, no_model, tmp_path, monkeypatch, args, says):
+    monkeypatch.chdir(tmp_path)
+    wav = _wav(tmp_path / "a.wav")
+    code, out, err = run(wav, *args)
+    assert code == 2 and says in err, err
+    assert out == "" and sorted(os.listdir(tmp_path)) == ["a.wav"]  # nothing run, nothing written
+
+
+@requires_fixtures
+def test_a_malformed_mirror_is_a_usage_error_even_offline(run, no_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("PANNS_INFER_MIRROR", "files.example.org/panns")
+    code, _, err = run(_wav(tmp_path / "a.wav"), "--offline")
+    assert code == 2 and "PANNS_INFER_MIRROR" in err
+    code, _, err = run("--download", "Cnn14", "--offline")
+    assert code == 2 and "PANNS_INFER_MIRROR" in err
+
+
+def test_list_models_prints_real_json_and_csv(capsys):
+    assert main(["--list-models", "--format", "json"]) == 0
+    models = json.loads(capsys.readouterr().out)
+    assert isinstance(models, list) and {"name", "arch", "mAP"} <= set(models[0])
+    assert main(["--list-models", "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["name"] for r in rows] == [m["name"] for m in models]
+    with pytest.raises(SystemExit) as info:
+        main(["--list-models", "--format", "tsv"])
+    assert info.value.code == 2
+
+
+# -- what users see ----------------------------------------------------------------------------
+
+
+@requires_fixtures
+def test_a_long_file_reports_its_progress(cnn6, labels_csv, tmp_path):
+    long = _wav(tmp_path / "long.wav", seconds=65.0, rate=8000)
+    tagger = AudioTagger(cnn6, labels=labels_csv, device="cpu", optimize=False)
+    calls = []
+    for _ in tag_corpus(tagger, [long], callback=lambda path, done, total: calls.append((path, done, total))):
+        pass
+    assert len(calls) >= 5 and all(p == long for p, _, _ in calls)
+    assert [d for _, d, _ in calls] == sorted(d for _, d, _ in calls)
+    assert calls[-1][1] == pytest.approx(calls[-1][2], abs=0.01) and calls[-1][2] == pytest.approx(65.0, abs=0.01)
+
+
+@requires_fixtures
+def test_the_progress_line_never_runs_into_text_results(cnn6, labels_csv, tmp_path, monkeypatch):
+    files = [_wav(tmp_path / f"{i}.wav", seed=i) for i in range(3)]
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    monkeypatch.setattr("sys.stdout", screen)
+    monkeypatch.setattr("sys.stderr", screen)
+    monkeypatch.setattr(corpus_run.Progress, "interval", 0.0)
+    assert main([*files, "-c", cnn6, "--labels", str(labels_csv), "-k", "1", "--batch-size", "1",
+                 "--workers", "0"]) == 0
+    text = screen.getvalue()
+    assert "files" in text  # the progress line was drawn
+    for f in files:
+        at = text.index(f"{f}:")
+        assert at == 0 or text[:at].endswith(("\n", "\r\033[K")), repr(text[max(0, at - 40):at])
+
+
+@requires_fixtures
+def test_one_vocabulary_in_every_output(run, tmp_path):
+    wav = _wav(tmp_path / "a.wav", seconds=1.0, rate=16000)
+    core = {"path", "duration", "sample_rate", "model"}
+    _, out, _ = run(wav, "--format", "json", "-k", "1")
+    stdout = json.loads(out)
+    assert core <= set(stdout) and stdout["duration"] == 1.0 and stdout["sample_rate"] == 16000
+    assert run(wav, "-o", str(tmp_path / "t.jsonl"), "-k", "1")[0] == 0
+    assert core <= set(_records(tmp_path / "t.jsonl")[0])
+    assert run(wav, "-o", str(tmp_path / "t.csv"), "-k", "1")[0] == 0
+    with open(tmp_path / "t.csv", newline="") as f:
+        f.readline()
+        assert core <= set(next(csv.DictReader(f)))
+    _, out, _ = run(wav, "--events", "--segment", "0.5", "--format", "json")
+    assert core <= set(json.loads(out))
