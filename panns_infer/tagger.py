@@ -94,8 +94,8 @@ class AudioTagger:
         optimize: on the CPU in ``fp32``, run a faster copy of the CNN-family networks
             (batch norm folded, FFT spectrogram, Winograd and packed-GEMM convolutions;
             :mod:`panns_infer.fast`; ~2x faster, ~0.4 s to build for Cnn14) with the same
-            outputs to float32 rounding. :attr:`model` stays the plain network. ``False``
-            runs :attr:`model` itself.
+            outputs to float32 rounding. The plain network's conv weights are freed once
+            copied, so they are never held twice. ``False`` runs the plain network.
 
     Clips are grouped by length before batching and never padded to each other, so a
     clip's result does not depend on what else is in the call.
@@ -126,7 +126,6 @@ class AudioTagger:
         self._net: PannsModel = load_model(path, arch=arch or (entry.arch if entry else None),
                                            filename=entry.filename if entry else None)
         self._net.to(self.device)
-        self._plain: Optional[PannsModel] = None
         self._engine = Engine(self._net, self.device, batch_size=batch_size, window=window, hop=hop,
                               whole_up_to=whole_up_to, precision=precision, optimize=optimize)
         self._labels_arg = labels
@@ -160,17 +159,15 @@ class AudioTagger:
 
     @property
     def model(self) -> PannsModel:
-        """The plain network (an ``nn.Module`` in eval mode), as loaded from the checkpoint.
+        """The network inference runs (an ``nn.Module`` in eval mode), already in memory.
 
-        With ``optimize=True`` on the CPU, inference runs a faster copy and this network is
-        reloaded from the checkpoint file on first access (so its weights are not held twice).
+        With ``optimize=True`` on the CPU in ``fp32`` this is the faster copy from
+        :func:`panns_infer.fast.optimize` (same ``forward`` outputs, ``arch``, ``sample_rate``
+        ...; batch norm folded into its convolutions), else the plain network as loaded. It is
+        never read from the checkpoint file again: the tagger keeps working when that file is
+        moved or replaced. For the plain network's modules, pass ``optimize=False``.
         """
-        if self._plain is None:
-            if any(p.is_meta for p in self._net.parameters()):
-                self._plain = load_model(self.checkpoint_path, arch=self._net.arch).to(self.device)
-            else:
-                self._plain = self._net
-        return self._plain
+        return self._engine.runner  # type: ignore[return-value]
 
     @property
     def arch(self) -> str:

@@ -216,3 +216,21 @@ def test_precision_options(fixture_checkpoint):
     if not torch.cuda.is_available():
         with pytest.raises(InvalidArgumentError, match="needs a CUDA device"):
             AudioTagger(path, device="cpu", precision="fp16")
+
+
+def test_a_loaded_tagger_never_reads_its_checkpoint_again(fixture_checkpoint, tmp_path):
+    path = tmp_path / "Cnn14_DecisionLevelMax.pth"
+    path.write_bytes(fixture_checkpoint("Cnn14_DecisionLevelMax", name="Cnn14_DecisionLevelMax.pth").read_bytes())
+    tagger = AudioTagger(path, device="cpu", labels=NAMES)  # the fast path: plain conv weights freed
+    wave = _noise(32000 * 3, seed=5)
+    before = tagger.framewise(wave).probabilities
+    path.write_bytes(b"not a checkpoint any more")
+    path.unlink()
+    model = tagger.model
+    assert not any(p.is_meta for p in model.parameters())
+    assert model.has_framewise and model.arch == "Cnn14_DecisionLevelMax"
+    with torch.inference_mode():
+        direct = model(torch.from_numpy(wave)[None])["clipwise_output"][0].numpy()
+    np.testing.assert_array_equal(tagger.framewise(wave).probabilities, before)
+    np.testing.assert_array_equal(tagger.tag(wave, top_k=0).probabilities, direct)
+    assert tagger.log_mel(wave).shape[1] == 64
