@@ -2,7 +2,8 @@
 
 Files go to :func:`cache_dir` (``PANNS_INFER_CACHE``, else the platform's user cache
 folder): released checkpoints to ``checkpoints/``, the AudioSet label list to ``labels/``, and
-checkpoints given by URL to ``urls/<sha256(url)[:16]>/<file name>``.
+checkpoints given by URL to ``urls/<sha256(url)[:16]>/<file name>``. The AudioSet label list
+ships with the package; ``labels/`` holds a downloaded copy only when that one is damaged.
 
 A download is streamed to ``NAME.<uuid>.incomplete`` in the destination folder, under a file
 lock (``NAME.lock``) so that concurrent processes download a file once. A dropped connection
@@ -34,9 +35,8 @@ from urllib.parse import quote, unquote, urlsplit
 
 import filelock
 
-from . import registry
+from . import labels, registry
 from .errors import OfflineError, PannsError
-from .labels import read_labels_csv
 from .transport import _cached_problem, _fsync_dir, _mirror_base, _parse_checksum, _remove_stale, _stream
 
 __all__ = [
@@ -352,17 +352,14 @@ def download_url(url: str, *, sha256: Optional[str] = None, offline: Optional[bo
                   how=f"run panns_infer.hub.download_url({url!r})")
 
 
-def _verify_labels(path: Path) -> None:
-    read_labels_csv(path)
-
-
 def labels_file(*, offline: Optional[bool] = None, progress: Optional[bool] = None) -> Path:
-    """Download the AudioSet label list into the cache (once) and return its path.
+    """The AudioSet label list as a verified file.
 
-    The file goes to ``<cache>/labels/class_labels_indices.csv``, from
-    :data:`~panns_infer.registry.LABELS_URL` (or ``<PANNS_INFER_MIRROR>/class_labels_indices.csv``).
-    It is verified by structure (header, 527 rows, indices 0..526, unique mids), not by bytes;
-    a cached copy that fails the check is downloaded again.
+    That is the copy shipped inside the package (no network). Only when it is missing or
+    altered is the list downloaded, once, over https from
+    :data:`~panns_infer.registry.LABELS_URL` (or ``<PANNS_INFER_MIRROR>/class_labels_indices.csv``)
+    into ``<cache>/labels/``, and accepted only when its SHA-256 is
+    :data:`~panns_infer.labels.AUDIOSET_LABELS_SHA256`, a mirror's copy included.
 
     Args:
         offline: forbid network access; ``None`` reads ``PANNS_INFER_OFFLINE``.
@@ -372,18 +369,20 @@ def labels_file(*, offline: Optional[bool] = None, progress: Optional[bool] = No
         The path of the checked label CSV.
 
     Raises:
-        LabelsError: the downloaded file is not a valid AudioSet label list (it was deleted).
+        ChecksumError: a downloaded copy differs from the pinned one (it was not kept).
         DownloadError, OfflineError: see :func:`fetch`.
 
-    >>> from panns_infer.labels import read_labels_csv
-    >>> read_labels_csv(labels_file())[0]  # doctest: +SKIP
-    'Speech'
+    >>> labels_file().parent.name
+    'data'
     """
+    packaged = labels.packaged_labels_file()
+    if packaged is not None:
+        return packaged
     base = _mirror_base()
     url = registry.LABELS_URL if base is None else f"{base}/{quote(LABELS_FILENAME)}"
-    return _fetch(url, cache_dir() / "labels" / LABELS_FILENAME, checksum=None, expected_size=None,
-                  verify=_verify_labels, offline=offline, progress=progress, timeout=30.0,
-                  retries=5, how="run panns_infer.hub.labels_file()")
+    return _fetch(url, cache_dir() / "labels" / LABELS_FILENAME, checksum="sha256:" + labels.AUDIOSET_LABELS_SHA256,
+                  expected_size=None, verify=labels.read_labels_csv, offline=offline, progress=progress,
+                  timeout=30.0, retries=5, how="run panns_infer.hub.labels_file()")
 
 
 def _looks_like_checkpoint_file(text: str) -> bool:

@@ -23,9 +23,8 @@ import torch
 from .audio import as_clips
 from .checkpoint import load_model
 from .engine import Engine, Item, LongFile, ProgressCallback
-from .errors import (DeviceError, DownloadError, InvalidArgumentError, LabelsError, OfflineError,
-                     UnsupportedOperationError)
-from .labels import check_labels, read_labels_csv
+from .errors import DeviceError, InvalidArgumentError, UnsupportedOperationError
+from .labels import audioset_labels, check_labels, read_labels_csv
 from .models import PannsModel
 from .registry import DEFAULT_CHECKPOINT, Checkpoint
 from .results import Framewise, Tags, Timeline, expand_segments
@@ -77,7 +76,7 @@ class AudioTagger:
         arch: architecture name, to override detection from the state dict.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         labels: a path to an AudioSet-format label CSV, or a list of class names. By
-            default the AudioSet list is used (fetched into the cache on first need).
+            default the AudioSet list shipped with the package is used (no download).
         batch_size: clips (or windows of long inputs) per forward pass.
         window: inputs longer than ``whole_up_to`` run as overlapping windows this many
             seconds long (10 s, the training clip length), which bounds memory for
@@ -139,16 +138,7 @@ class AudioTagger:
     def _load_labels(self) -> list[str]:
         arg = self._labels_arg
         if arg is None:
-            from . import hub
-
-            try:
-                names = read_labels_csv(hub.labels_file(offline=self._offline, progress=self._progress))
-            except (OfflineError, DownloadError) as exc:
-                raise LabelsError(
-                    f"the AudioSet class labels are not in the cache and could not be fetched ({exc}). "
-                    "Pass labels= a path to class_labels_indices.csv or a list of names, or run once "
-                    "online to cache them."
-                ) from None
+            names = audioset_labels(offline=self._offline, progress=self._progress)
         elif isinstance(arg, (str, os.PathLike)):
             names = read_labels_csv(arg, expected=None)
         else:

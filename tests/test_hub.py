@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from http_server import LoopbackServer
-from panns_infer import hub, registry, transport
+from panns_infer import hub, labels, registry, transport
 from panns_infer.errors import (
     CheckpointError,
     ChecksumError,
@@ -25,7 +25,6 @@ from panns_infer.errors import (
     OfflineError,
     PannsError,
 )
-from panns_infer.labels import read_labels_csv
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
@@ -439,27 +438,53 @@ def test_download_url_caches_by_url(server, cache):
 # --------------------------------------------------------------------------- labels
 
 
+def test_the_packaged_label_list_is_the_pinned_one_and_needs_no_network(cache, monkeypatch):
+    monkeypatch.setattr(registry, "LABELS_URL", "https://nonexistent.invalid/labels.csv")
+    path = labels.packaged_labels_file()
+    assert path is not None and path.parent.name == "data" and path.stat().st_size == 14675
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == labels.AUDIOSET_LABELS_SHA256
+    assert hub.labels_file(offline=True) == path
+    names = labels.audioset_labels(offline=True)
+    assert len(names) == 527 and names[0] == "Speech"
+    assert not (cache / "labels").exists()
+
+
+def test_label_and_checkpoint_urls_are_https():
+    assert registry.LABELS_URL.startswith("https://")
+    assert all(entry.url.startswith("https://") for entry in registry.CHECKPOINTS.values())
+
+
+@pytest.fixture
+def damaged_package(monkeypatch):
+    """As if the packaged label list were missing or altered."""
+    monkeypatch.setattr(labels, "packaged_labels_file", lambda: None)
+
+
 @pytest.mark.skipif(not LABELS_CSV.is_file(), reason=f"{LABELS_CSV} is absent (../shared not checked out)")
-def test_labels_file_is_verified_by_structure(server, cache, monkeypatch):
+def test_a_damaged_package_fetches_the_pinned_labels_once(server, cache, monkeypatch, damaged_package):
     good = LABELS_CSV.read_bytes()
     monkeypatch.setattr(registry, "LABELS_URL", server.serve("/labels.csv", good))
     path = hub.labels_file()
     assert path == cache / "labels" / "class_labels_indices.csv"
-    assert len(read_labels_csv(path)) == 527
+    assert labels.audioset_labels()[:1] == ["Speech"]
     assert hub.labels_file() == path and server.count("/labels.csv") == 1
 
-    # a cached copy that fails the structure check is fetched again
-    path.write_bytes(good[: len(good) // 2])
-    assert hub.labels_file().read_bytes() == good
-    assert server.count("/labels.csv") == 2
 
-
-def test_malformed_labels_are_not_cached(server, cache, monkeypatch):
-    monkeypatch.setattr(registry, "LABELS_URL",
-                        server.serve("/labels.csv", b"index,mid,display_name\n0,/m/x,Speech\n"))
-    with pytest.raises(LabelsError, match="failed its check"):
+@pytest.mark.skipif(not LABELS_CSV.is_file(), reason=f"{LABELS_CSV} is absent (../shared not checked out)")
+def test_labels_that_differ_from_the_pin_are_refused_from_a_mirror_too(server, cache, monkeypatch, damaged_package):
+    good = LABELS_CSV.read_bytes()
+    relabelled = good.replace(b'"Speech"', b'"Silence"', 1)  # well-formed, but not the pinned list
+    assert relabelled != good
+    monkeypatch.setattr(registry, "LABELS_URL", server.serve("/labels.csv", relabelled))
+    with pytest.raises(ChecksumError, match="sha256"):
+        hub.labels_file()
+    server.serve("/mirror/class_labels_indices.csv", relabelled)
+    monkeypatch.setenv("PANNS_INFER_MIRROR", server.url("/mirror"))
+    with pytest.raises(ChecksumError, match="sha256"):
         hub.labels_file()
     assert leftovers(cache / "labels") == []
+    with pytest.raises(LabelsError, match="missing or altered"):
+        labels.audioset_labels(offline=True)
 
 
 # --------------------------------------------------------------------------- progress

@@ -162,10 +162,17 @@ def test_labels_options(fixture_checkpoint, tmp_path, labels_csv):
     bad.write_text("id,name\n0,x\n")
     with pytest.raises(LabelsError, match="header"):
         AudioTagger(path, labels=bad)
-    offline = AudioTagger(path, offline=True)
-    assert offline.embed(_noise(32000)).shape == (2048,)  # labels are not needed for embeddings
-    with pytest.raises(LabelsError, match="labels="):
-        offline.tag(_noise(32000))
+
+
+def test_tags_are_named_offline_with_an_empty_cache(fixture_checkpoint, monkeypatch):
+    from panns_infer import hub, registry
+
+    monkeypatch.setattr(registry, "LABELS_URL", "https://nonexistent.invalid/class_labels_indices.csv")
+    offline = AudioTagger(fixture_checkpoint("Cnn14"), device="cpu", offline=True)
+    tags = offline.tag(_noise(32000), top_k=3)
+    assert len(offline.labels) == 527 and offline.labels[:2] == ["Speech", "Male speech, man speaking"]
+    assert set(tags.labels) <= set(offline.labels)
+    assert not (hub.cache_dir() / "labels").exists()
 
 
 def test_device_and_option_errors(fixture_checkpoint):
