@@ -28,6 +28,7 @@ __all__ = [
     "OfflineError",
     "DeviceError",
     "UnsupportedOperationError",
+    "DependencyError",
 ]
 
 
@@ -92,3 +93,7 @@ class DeviceError(PannsError, RuntimeError):
 
 class UnsupportedOperationError(PannsError, TypeError):
     """An operation the loaded checkpoint cannot do (e.g. framewise output from a clip-level model)."""
+
+
+class DependencyError(PannsError, RuntimeError):
+    """An installed dependency is older than panns_infer needs (e.g. torch < 2.6)."""

@@ -38,7 +38,7 @@ from urllib.parse import quote, unquote, urlsplit
 import filelock
 
 from . import labels, registry
-from .errors import OfflineError, PannsError
+from .errors import DependencyError, OfflineError, PannsError
 from .transport import _cached_problem, _fsync_dir, _mirror_base, _parse_checksum, _remove_stale, _stream
 
 __all__ = [
@@ -242,6 +242,8 @@ def _fetch(url: str, dest: Union[str, os.PathLike], *, checksum: Optional[str], 
             if verify is not None:
                 try:
                     verify(tmp)
+                except DependencyError:
+                    raise
                 except PannsError as exc:
                     raise type(exc)(f"the file downloaded from {url!r} failed its check and was "
                                     f"deleted: {exc}") from exc

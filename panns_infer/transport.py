@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 if TYPE_CHECKING:  # imported where a download starts: it costs ~0.15 s at every CLI start
     import requests
 
-from .errors import ChecksumError, DownloadError, PannsError
+from .errors import ChecksumError, DependencyError, DownloadError, PannsError
 
 logger = logging.getLogger("panns_infer")
 
@@ -80,6 +80,8 @@ def _cached_problem(path: Path, pin: Optional[tuple[str, str]], expected_size: O
                 return f"its {pin[0]} is {actual}, expected {pin[1]}"
         if verify is not None:
             verify(path)
+    except DependencyError:
+        raise  # the check cannot run here: that says nothing about the file
     except (PannsError, ValueError, OSError) as exc:
         return f"it failed its check: {exc}"
     return None
