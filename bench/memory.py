@@ -73,8 +73,9 @@ def long_flac(minutes: float) -> Path:
 def peak_of_cli(code_root: Path, audio: Path, ckpt: Path) -> tuple[float, bytes]:
     """Peak RSS (MiB) and stdout of ``panns-tag AUDIO --checkpoint CKPT --events`` run from ``code_root``."""
     env = dict(os.environ, PYTHONPATH=str(code_root))
+    labels = ROOT / "panns_infer" / "data" / "class_labels_indices.csv"  # older checkouts would download it
     cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "panns_infer.cli", str(audio), "--checkpoint", str(ckpt),
-           "--events", "--no-progress"]
+           "--events", "--no-progress", "--labels", str(labels)]
     proc = subprocess.run(cmd, capture_output=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr.decode()[-3000:])
