@@ -31,10 +31,10 @@ import numpy as np
 import torch
 
 from .errors import (AmbiguousArchitectureWarning, ArchitectureError, CheckpointError, CheckpointNotFoundError,
-                     UnsafeCheckpointError)
+                     DependencyError, UnsafeCheckpointError)
 from .models import PannsModel, build_model, list_architectures
 
-__all__ = ["read_state_dict", "detect_architecture", "load_model", "verify_checkpoint_file"]
+__all__ = ["read_state_dict", "detect_architecture", "load_model", "verify_checkpoint_file", "require_torch"]
 
 log = logging.getLogger("panns_infer")
 
@@ -58,6 +58,43 @@ def _numpy_globals() -> list:
     for code in "?bhilqBHILQefdgFDG":
         allowed.append(type(np.dtype(code)))
     return allowed
+
+
+MIN_TORCH = (2, 6)  # the first release whose weights-only loader takes safe_globals with (object, name) pairs
+
+
+def _torch_version(text: str) -> tuple[int, int]:
+    """``"2.5.1+cpu"`` -> ``(2, 5)``.
+
+    >>> _torch_version("2.13.0+cpu"), _torch_version("2.6.0a0+git1234")
+    ((2, 13), (2, 6))
+    """
+    major, minor = text.split("+")[0].split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
+def require_torch(version: Optional[str] = None) -> None:
+    """Refuse a torch too old to load checkpoints safely, naming the version needed.
+
+    Args:
+        version: a torch version string; ``None`` checks the installed torch.
+
+    Raises:
+        DependencyError: ``version`` is older than :data:`MIN_TORCH`.
+
+    >>> require_torch("2.6.0")
+    >>> require_torch("2.5.1")
+    Traceback (most recent call last):
+    ...
+    panns_infer.errors.DependencyError: panns_infer needs torch >= 2.6 to load checkpoints safely, but torch 2.5.1 is installed: upgrade it with pip install 'torch>=2.6'. The checkpoint file itself was not checked and may be fine.
+    """
+    version = torch.__version__ if version is None else version
+    if _torch_version(version) < MIN_TORCH or not hasattr(torch.serialization, "safe_globals"):
+        need = ".".join(map(str, MIN_TORCH))
+        raise DependencyError(
+            f"panns_infer needs torch >= {need} to load checkpoints safely, but torch {version} is "
+            f"installed: upgrade it with pip install 'torch>={need}'. The checkpoint file itself was "
+            "not checked and may be fine.")
 
 
 def _torch_load(path: Path) -> object:
@@ -149,6 +186,7 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
         raise CheckpointNotFoundError(f"checkpoint {source} {what}; pass a .pth file, a registry name "
                                       "(see panns_infer.list_models()) or an http(s) URL")
     _refuse_compressed_zip(path, source)
+    require_torch()  # outside the try below: an old torch is not a corrupt file
     try:
         obj = _torch_load(path)
     except pickle.UnpicklingError as exc:

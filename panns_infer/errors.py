@@ -31,6 +31,7 @@ __all__ = [
     "PannsWarning",
     "AmbiguousArchitectureWarning",
     "OutputFileError",
+    "DependencyError",
 ]
 
 
@@ -114,3 +115,7 @@ class OutputFileError(PannsError, FileExistsError):
     """An output file that a run must not write into: one another tool wrote, one holding the
     records of another model or other options, one another run is writing, or one damaged
     in the middle. Nothing is written; the message names the difference and what to do."""
+
+
+class DependencyError(PannsError, RuntimeError):
+    """An installed dependency is older than panns_infer needs (e.g. torch < 2.6)."""

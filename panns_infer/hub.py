@@ -4,15 +4,18 @@ Files go to :func:`cache_dir` (``PANNS_INFER_CACHE``, else the platform's user c
 folder): released checkpoints to ``checkpoints/``, the AudioSet label list to ``labels/``, and
 checkpoints given by URL to ``urls/<sha256(url)[:16]>/<file name>``, where the file name is the
 server's (``Content-Disposition``, else the URL's path), reduced to a safe base name by
-:mod:`panns_infer.filenames`.
+:mod:`panns_infer.filenames`. The AudioSet label list ships with the package; ``labels/`` holds
+a downloaded copy only when that one is damaged.
 
 A download is streamed to ``NAME.<uuid>.incomplete`` in the destination folder, under a file
 lock (``NAME.lock``) so that concurrent processes download a file once. A dropped connection
-is resumed with an HTTP ``Range`` request; connection errors, timeouts and 5xx answers are
-retried with exponential backoff. The result is checked (length against Content-Length and
+is resumed with an HTTP ``Range`` request; connection resets, timeouts and 5xx answers are
+retried with exponential backoff, while a host name that does not resolve, a TLS certificate
+error or a 4xx answer fails at once. The result is checked (length against Content-Length and
 the published size, md5/sha256 checksum, then a structural check where one is given) and only
 then moved into place with :func:`os.replace`, so nothing half-written ever carries the final
-name. A cached file is checked the same way before it is used; a bad one is fetched again.
+name. A cached file is checked the same way before it is used; a bad one is set aside as
+``NAME.refused`` (never deleted before a verified replacement is in place) and fetched again.
 
 ``PANNS_INFER_OFFLINE=1`` (or ``offline=True``) never touches the network: a cached file is
 used, a missing one raises :class:`~panns_infer.errors.OfflineError`.
@@ -36,10 +39,9 @@ from urllib.parse import quote, urlsplit
 
 import filelock
 
-from . import registry
-from .errors import OfflineError, PannsError
+from . import labels, registry
+from .errors import DependencyError, OfflineError, PannsError
 from .filenames import disposition_file_name, url_file_name
-from .labels import read_labels_csv
 from .transport import _cached_problem, _fsync_dir, _mirror_base, _parse_checksum, _remove_stale, _stream
 
 __all__ = [
@@ -172,17 +174,32 @@ def _cached_url_file(folder: Path) -> Optional[Path]:
 # --------------------------------------------------------------------------- checks
 
 
-def _offline_error(dest: Path, offline: Optional[bool], how: str, problem: Optional[str]) -> OfflineError:
+ASIDE_SUFFIX = ".refused"
+
+
+def _aside_path(dest: Path) -> Path:
+    """Where a cached file that failed verification is kept until a verified one replaces it."""
+    return dest.with_name(dest.name + ASIDE_SUFFIX)
+
+
+def _kept_note(aside: Path, problem: Optional[str]) -> str:
+    why = f" ({problem})" if problem else ""
+    return (f"The cached copy that failed verification{why} was kept, set aside as {str(aside)!r}; it "
+            "is replaced only by a download that passes every check.")
+
+
+def _offline_error(dest: Path, offline: Optional[bool], how: str, aside: Optional[Path],
+                   problem: Optional[str]) -> OfflineError:
     if offline is None:
         why = f"offline mode is on ({OFFLINE_ENV}={os.environ.get(OFFLINE_ENV, '')!r})"
         off = f"unset {OFFLINE_ENV}"
     else:
         why = "offline mode is on (offline=True was passed)"
         off = "pass offline=False"
-    state = ("is not in the cache" if problem is None
-             else f"was in the cache but {problem}, so it was deleted")
+    state = "is not in the cache" if aside is None else "has no verified copy in the cache"
+    kept = "" if aside is None else " " + _kept_note(aside, problem)
     return OfflineError(
-        f"{dest.name!r} {state} (expected at {str(dest)!r}), and {why}. To get it: {how} while "
+        f"{dest.name!r} {state} (expected at {str(dest)!r}), and {why}.{kept} To get it: {how} while "
         f"online, or copy the file to {str(dest)!r}, or {off} to allow downloads.")
 
 
@@ -198,8 +215,9 @@ def _fetch(url: str, dest: Union[str, os.PathLike], *, checksum: Optional[str], 
     if dest.is_file() and _cached_problem(dest, pin, expected_size, verify) is None:
         return dest  # the common case: no lock, no network
     offline_now = is_offline(offline)
-    if offline_now and not dest.exists():
-        raise _offline_error(dest, offline, how, None)
+    aside = _aside_path(dest)
+    if offline_now and not dest.exists() and not aside.exists():
+        raise _offline_error(dest, offline, how, None, None)
     dest.parent.mkdir(parents=True, exist_ok=True)
     lock = filelock.FileLock(str(dest) + ".lock")
     try:
@@ -213,11 +231,18 @@ def _fetch(url: str, dest: Union[str, os.PathLike], *, checksum: Optional[str], 
             problem = _cached_problem(dest, pin, expected_size, verify)
             if problem is None:
                 return dest
-            logger.warning("the cached %s is bad (%s); deleting it%s", dest, problem,
-                           "" if offline_now else " and downloading it again")
-            dest.unlink()
+            os.replace(dest, aside)  # kept until a verified download takes its place
+            _fsync_dir(dest.parent)
+            logger.warning("the cached %s failed verification (%s); it was set aside as %s%s", dest, problem,
+                           aside, "" if offline_now else " and is downloaded again")
+        elif aside.exists():
+            problem = _cached_problem(aside, pin, expected_size, verify)
+            if problem is None:  # it passes now (the check was what failed): nothing to download
+                os.replace(aside, dest)
+                _fsync_dir(dest.parent)
+                return dest
         if offline_now:
-            raise _offline_error(dest, offline, how, problem)
+            raise _offline_error(dest, offline, how, aside, problem)
         _remove_stale(dest)
         tmp = dest.with_name(f"{dest.name}.{uuid.uuid4().hex}.incomplete")
         logger.info("downloading %s to %s", url, dest)
@@ -230,16 +255,24 @@ def _fetch(url: str, dest: Union[str, os.PathLike], *, checksum: Optional[str], 
             if verify is not None:
                 try:
                     verify(tmp)
+                except DependencyError:
+                    raise
                 except PannsError as exc:
                     raise type(exc)(f"the file downloaded from {url!r} failed its check and was "
                                     f"deleted: {exc}") from exc
             if named and named[-1]:
                 dest = dest.with_name(named[-1])  # a safe base name: still in dest's folder
             os.replace(tmp, dest)
+        except PannsError as exc:
+            tmp.unlink(missing_ok=True)
+            if aside.exists():
+                raise type(exc)(f"{exc} {_kept_note(aside, problem)}") from exc
+            raise
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
         _fsync_dir(dest.parent)
+        aside.unlink(missing_ok=True)
         return dest
     finally:
         lock.release()
@@ -252,7 +285,9 @@ def fetch(url: str, dest: Union[str, os.PathLike], *, checksum: Optional[str] = 
     """Download ``url`` to ``dest`` once, verified, and return ``dest``.
 
     An existing ``dest`` that passes the checks (size, checksum, ``verify``) is returned
-    without any network access; one that fails them is deleted and downloaded again. A
+    without any network access. One that fails them is renamed aside to ``dest`` +
+    ``".refused"`` and kept there until a verified download takes its place (then it is
+    deleted); when no download is possible the error says where it is and why it was refused. A
     download is resumed with a ``Range`` request after a dropped connection and retried with
     exponential backoff after connection errors, timeouts and HTTP 5xx/408/429 answers (a try
     that brought new bytes does not count against ``retries``). It is moved into place only
@@ -375,17 +410,14 @@ def download_url(url: str, *, sha256: Optional[str] = None, offline: Optional[bo
                   how=f"run panns_infer.hub.download_url({url!r})", server_name=True)
 
 
-def _verify_labels(path: Path) -> None:
-    read_labels_csv(path)
-
-
 def labels_file(*, offline: Optional[bool] = None, progress: Optional[bool] = None) -> Path:
-    """Download the AudioSet label list into the cache (once) and return its path.
+    """The AudioSet label list as a verified file.
 
-    The file goes to ``<cache>/labels/class_labels_indices.csv``, from
-    :data:`~panns_infer.registry.LABELS_URL` (or ``<PANNS_INFER_MIRROR>/class_labels_indices.csv``).
-    It is verified by structure (header, 527 rows, indices 0..526, unique mids), not by bytes;
-    a cached copy that fails the check is downloaded again.
+    That is the copy shipped inside the package (no network). Only when it is missing or
+    altered is the list downloaded, once, over https from
+    :data:`~panns_infer.registry.LABELS_URL` (or ``<PANNS_INFER_MIRROR>/class_labels_indices.csv``)
+    into ``<cache>/labels/``, and accepted only when its SHA-256 is
+    :data:`~panns_infer.labels.AUDIOSET_LABELS_SHA256`, a mirror's copy included.
 
     Args:
         offline: forbid network access; ``None`` reads ``PANNS_INFER_OFFLINE``.
@@ -395,18 +427,20 @@ def labels_file(*, offline: Optional[bool] = None, progress: Optional[bool] = No
         The path of the checked label CSV.
 
     Raises:
-        LabelsError: the downloaded file is not a valid AudioSet label list (it was deleted).
+        ChecksumError: a downloaded copy differs from the pinned one (it was not kept).
         DownloadError, OfflineError: see :func:`fetch`.
 
-    >>> from panns_infer.labels import read_labels_csv
-    >>> read_labels_csv(labels_file())[0]  # doctest: +SKIP
-    'Speech'
+    >>> labels_file().parent.name
+    'data'
     """
+    packaged = labels.packaged_labels_file()
+    if packaged is not None:
+        return packaged
     base = _mirror_base()
     url = registry.LABELS_URL if base is None else f"{base}/{quote(LABELS_FILENAME)}"
-    return _fetch(url, cache_dir() / "labels" / LABELS_FILENAME, checksum=None, expected_size=None,
-                  verify=_verify_labels, offline=offline, progress=progress, timeout=30.0,
-                  retries=5, how="run panns_infer.hub.labels_file()")
+    return _fetch(url, cache_dir() / "labels" / LABELS_FILENAME, checksum="sha256:" + labels.AUDIOSET_LABELS_SHA256,
+                  expected_size=None, verify=labels.read_labels_csv, offline=offline, progress=progress,
+                  timeout=30.0, retries=5, how="run panns_infer.hub.labels_file()")
 
 
 def _looks_like_checkpoint_file(text: str) -> bool:

@@ -28,7 +28,7 @@ __all__ = ["Checkpoint", "CHECKPOINTS", "DEFAULT_CHECKPOINT", "get_checkpoint", 
 
 ZENODO_RECORD = "3987831"
 _BASE_URL = f"https://zenodo.org/record/{ZENODO_RECORD}/files/"
-LABELS_URL = "http://storage.googleapis.com/us_audioset/youtube_corpus/v1/csv/class_labels_indices.csv"
+LABELS_URL = "https://storage.googleapis.com/us_audioset/youtube_corpus/v1/csv/class_labels_indices.csv"
 LICENCE = "CC-BY-4.0"
 DEFAULT_CHECKPOINT = "Cnn14"
 

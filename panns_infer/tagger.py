@@ -23,10 +23,9 @@ import torch
 from .audio import as_clips
 from .checkpoint import load_model
 from .engine import Engine, Item, LongFile, ProgressCallback
-from .errors import (DeviceError, DownloadError, InvalidArgumentError, LabelsError, OfflineError,
-                     UnsupportedOperationError)
+from .errors import DeviceError, InvalidArgumentError, UnsupportedOperationError
 from .frontend import SpectrogramMethod, check_spectrogram
-from .labels import check_labels, read_labels_csv
+from .labels import audioset_labels, check_labels, read_labels_csv
 from .models import PannsModel
 from .registry import DEFAULT_CHECKPOINT, Checkpoint
 from .results import Framewise, Tags, Timeline, expand_segments
@@ -92,7 +91,7 @@ class AudioTagger:
         arch: architecture name, to override detection from the state dict.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         labels: a path to an AudioSet-format label CSV, or a list of class names. By
-            default the AudioSet list is used (fetched into the cache on first need).
+            default the AudioSet list shipped with the package is used (no download).
         batch_size: clips (or windows of long inputs) per forward pass.
         window: inputs longer than ``whole_up_to`` run as overlapping windows this many
             seconds long (10 s, the training clip length), which bounds memory for
@@ -109,8 +108,8 @@ class AudioTagger:
         optimize: on the CPU in ``fp32``, run a faster copy of the CNN-family networks
             (batch norm folded, Winograd and packed-GEMM convolutions;
             :mod:`panns_infer.fast`; ~2x faster, ~0.4 s to build for Cnn14) with the same
-            outputs to float32 rounding. :attr:`model` stays the plain network. ``False``
-            runs :attr:`model` itself.
+            outputs to float32 rounding. The plain network's conv weights are freed once
+            copied, so they are never held twice. ``False`` runs the plain network.
         spectrogram: how that faster copy computes the power spectrogram. ``"reference"``
             (default): the reference's DFT as a convolution, so outputs equal the
             reference's on every kind of sound. ``"fft"``: an FFT, ~8 ms less per 10 s
@@ -148,7 +147,6 @@ class AudioTagger:
         self._net: PannsModel = load_model(path, arch=arch or (entry.arch if entry else None),
                                            filename=entry.filename if entry else None)
         self._net.to(self.device)
-        self._plain: Optional[PannsModel] = None
         self._engine = Engine(self._net, self.device, batch_size=batch_size, window=window, hop=hop,
                               whole_up_to=whole_up_to, precision=precision, optimize=optimize,
                               spectrogram=spectrogram)
@@ -163,16 +161,7 @@ class AudioTagger:
     def _load_labels(self) -> list[str]:
         arg = self._labels_arg
         if arg is None:
-            from . import hub
-
-            try:
-                names = read_labels_csv(hub.labels_file(offline=self._offline, progress=self._progress))
-            except (OfflineError, DownloadError) as exc:
-                raise LabelsError(
-                    f"the AudioSet class labels are not in the cache and could not be fetched ({exc}). "
-                    "Pass labels= a path to class_labels_indices.csv or a list of names, or run once "
-                    "online to cache them."
-                ) from None
+            names = audioset_labels(offline=self._offline, progress=self._progress)
         elif isinstance(arg, (str, os.PathLike)):
             names = read_labels_csv(arg, expected=None)
         else:
@@ -183,17 +172,15 @@ class AudioTagger:
 
     @property
     def model(self) -> PannsModel:
-        """The plain network (an ``nn.Module`` in eval mode), as loaded from the checkpoint.
+        """The network inference runs (an ``nn.Module`` in eval mode), already in memory.
 
-        With ``optimize=True`` on the CPU, inference runs a faster copy and this network is
-        reloaded from the checkpoint file on first access (so its weights are not held twice).
+        With ``optimize=True`` on the CPU in ``fp32`` this is the faster copy from
+        :func:`panns_infer.fast.optimize` (same ``forward`` outputs, ``arch``, ``sample_rate``
+        ...; batch norm folded into its convolutions), else the plain network as loaded. It is
+        never read from the checkpoint file again: the tagger keeps working when that file is
+        moved or replaced. For the plain network's modules, pass ``optimize=False``.
         """
-        if self._plain is None:
-            if any(p.is_meta for p in self._net.parameters()):
-                self._plain = load_model(self.checkpoint_path, arch=self._net.arch).to(self.device)
-            else:
-                self._plain = self._net
-        return self._plain
+        return self._engine.runner  # type: ignore[return-value]
 
     @property
     def arch(self) -> str:

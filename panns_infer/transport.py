@@ -2,7 +2,8 @@
 
 Streams a URL to a temporary ``*.incomplete`` file with ``requests``, resuming with HTTP
 ``Range`` after a dropped connection (and restarting when the server ignores it), retrying
-connection errors, timeouts and 5xx/408/429 answers with exponential backoff, and checking
+connection resets, timeouts and 5xx/408/429 answers with exponential backoff (a host name that
+does not resolve, a TLS certificate error and other 4xx answers fail at once), and checking
 the length and md5/sha256 checksum while streaming. A progress bar goes to stderr when it is
 a terminal.
 """
@@ -13,6 +14,7 @@ import hashlib
 import logging
 import os
 import random
+import socket
 import sys
 import time
 from pathlib import Path
@@ -22,7 +24,7 @@ from urllib.parse import urlsplit
 if TYPE_CHECKING:  # imported where a download starts: it costs ~0.15 s at every CLI start
     import requests
 
-from .errors import ChecksumError, DownloadError, PannsError
+from .errors import ChecksumError, DependencyError, DownloadError, PannsError
 
 logger = logging.getLogger("panns_infer")
 
@@ -78,6 +80,8 @@ def _cached_problem(path: Path, pin: Optional[tuple[str, str]], expected_size: O
                 return f"its {pin[0]} is {actual}, expected {pin[1]}"
         if verify is not None:
             verify(path)
+    except DependencyError:
+        raise  # the check cannot run here: that says nothing about the file
     except (PannsError, ValueError, OSError) as exc:
         return f"it failed its check: {exc}"
     return None
@@ -161,9 +165,17 @@ def _content_range(value: str) -> tuple[Optional[int], Optional[int]]:
         return None, None
 
 
+def _final_error(url: str, dest: Path, what: str, hint: str) -> DownloadError:
+    """The error for a failure that retrying cannot fix: what happened, what to check, and
+    how to do without the download."""
+    return DownloadError(f"downloading {url!r} failed: {what}. {hint} You can also get the file by other "
+                         f"means and copy it to {str(dest)!r}. (Not retried: this error does not go away "
+                         "by itself.)")
+
+
 def _status_error(url: str, dest: Path, response: requests.Response) -> DownloadError:
     status = response.status_code
-    what = f"downloading {url!r} failed: HTTP {status} {response.reason or ''}".rstrip() + "."
+    what = f"HTTP {status} {response.reason or ''}".rstrip()
     if status in (404, 410):
         hint = "The file is not at this address."
         base = _mirror_base()
@@ -176,8 +188,24 @@ def _status_error(url: str, dest: Path, response: requests.Response) -> Download
         hint = "The server refused access; the file may have been made private or moved."
     else:
         hint = "The server rejected the request."
-    return DownloadError(f"{what} {hint} You can also get the file by other means and copy it to "
-                         f"{str(dest)!r}. (Not retried: this error does not go away by itself.)")
+    return _final_error(url, dest, what, hint)
+
+
+def _name_not_resolved(exc: BaseException) -> Optional[str]:
+    """The resolver's message when ``exc`` (from requests) is a host name that did not
+    resolve, else None. Such a failure is answered at once by the resolver and does not heal
+    within a backoff, so it is not retried."""
+    seen: set = set()
+    todo: list = [exc]
+    while todo:
+        err = todo.pop()
+        if not isinstance(err, BaseException) or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, socket.gaierror) or type(err).__name__ == "NameResolutionError":
+            return str(err)
+        todo += [err.__cause__, err.__context__, getattr(err, "reason", None), *err.args]
+    return None
 
 
 def _open_response(session: requests.Session, url: str, dest: Path, start: int,
@@ -190,11 +218,16 @@ def _open_response(session: requests.Session, url: str, dest: Path, start: int,
     try:
         response = session.get(url, headers=headers, stream=True, timeout=timeout)
     except requests.exceptions.SSLError as exc:
-        raise DownloadError(
-            f"downloading {url!r} failed: TLS/SSL error ({exc}). Check the system clock and the "
-            "certificate store (REQUESTS_CA_BUNDLE), or set PANNS_INFER_MIRROR to a trusted copy."
-        ) from exc
+        raise _final_error(
+            url, dest, f"TLS/SSL error ({exc})", "Check the system clock and the certificate store "
+            f"(REQUESTS_CA_BUNDLE), or set {MIRROR_ENV} to a trusted copy.") from exc
     except (requests.ConnectionError, requests.Timeout) as exc:
+        resolver = _name_not_resolved(exc)
+        if resolver is not None:
+            host = urlsplit(url).hostname
+            raise _final_error(
+                url, dest, f"the host name {host!r} could not be resolved ({resolver})",
+                "Check the network connection (and proxy settings) and the URL's host name.") from exc
         raise _Retry(f"{type(exc).__name__}: {exc}") from exc
     except requests.RequestException as exc:  # malformed URL, too many redirects, ...
         raise DownloadError(f"cannot download {url!r}: {exc}") from exc

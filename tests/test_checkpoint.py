@@ -197,3 +197,16 @@ def test_architecture_names_in_any_case(cnn6_state, tmp_path):
     assert build_model("cnn14_decisionlevelmax").arch == "Cnn14_DecisionLevelMax"
     with pytest.raises(UnknownModelError):
         build_model("cnn7")
+
+
+@pytest.mark.parametrize("version", ["2.1.2", "2.5.1+cpu"])
+def test_an_old_torch_is_named_not_blamed_on_the_file(tmp_path, monkeypatch, version):
+    import panns_infer.checkpoint as ckpt
+    from panns_infer.errors import DependencyError
+
+    path = tmp_path / "Cnn6.pth"
+    torch.save({"model": build_model("Cnn6").state_dict()}, path)
+    monkeypatch.setattr(ckpt.torch, "__version__", version)
+    with pytest.raises(DependencyError, match=r"torch >= 2\.6.*torch " + version.replace("+", r"\+")) as info:
+        load_model(path)
+    assert "corrupt" not in str(info.value) and isinstance(info.value, RuntimeError)

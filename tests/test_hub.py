@@ -6,6 +6,7 @@ import hashlib
 import io
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,9 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from http_server import LoopbackServer
-from panns_infer import hub, registry, transport
+
+from panns_infer import hub, labels, registry, transport
 from panns_infer.errors import (
     CheckpointError,
     ChecksumError,
@@ -25,7 +26,6 @@ from panns_infer.errors import (
     OfflineError,
     PannsError,
 )
-from panns_infer.labels import read_labels_csv
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
@@ -258,6 +258,96 @@ def test_failed_verify_leaves_nothing(server, cache):
     assert leftovers(cache) == []
 
 
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 410])
+def test_4xx_fails_at_once_with_the_common_advice(server, cache, status):
+    url = server.serve(f"/s{status}.bin", b"", status=status)
+    with pytest.raises(DownloadError, match="Not retried") as info:
+        hub.fetch(url, cache / "s.bin", retries=5)
+    assert "copy it to" in str(info.value) and str(status) in str(info.value)
+    assert server.count(f"/s{status}.bin") == 1
+
+
+def _count_gets(monkeypatch) -> list:
+    import requests
+
+    calls: list = []
+    real = requests.Session.get
+
+    def get(self, url, **kwargs):
+        calls.append(url)
+        return real(self, url, **kwargs)
+
+    monkeypatch.setattr(requests.Session, "get", get)
+    return calls
+
+
+def test_a_host_name_that_does_not_resolve_fails_at_once(cache, monkeypatch):
+    import socket
+
+    import requests
+    from urllib3.exceptions import MaxRetryError, NameResolutionError
+
+    calls: list = []
+
+    def unresolvable(self, url, **kwargs):  # what requests raises when getaddrinfo fails
+        calls.append(url)
+        cause = NameResolutionError("mirror.example", None, socket.gaierror(-2, "Name or service not known"))
+        raise requests.ConnectionError(MaxRetryError(None, url, cause))
+
+    monkeypatch.setattr(requests.Session, "get", unresolvable)
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match="could not be resolved") as info:
+        hub.fetch("https://mirror.example/x.bin", cache / "x.bin", retries=5)
+    assert calls == ["https://mirror.example/x.bin"] and time.monotonic() - started < 2
+    assert "'mirror.example'" in str(info.value) and "copy it to" in str(info.value)
+    assert "Not retried" in str(info.value)
+
+
+def test_a_real_invalid_host_is_tried_once(cache, monkeypatch):
+    calls = _count_gets(monkeypatch)
+    with pytest.raises(DownloadError, match="could not be resolved"):
+        hub.fetch("http://nonexistent.invalid/x.bin", cache / "x.bin", retries=5, timeout=5)
+    assert len(calls) == 1
+
+
+def test_connection_refused_is_still_retried(cache, monkeypatch):
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    calls = _count_gets(monkeypatch)
+    with pytest.raises(DownloadError, match="after 3 tries"):
+        hub.fetch(f"http://127.0.0.1:{port}/x.bin", cache / "x.bin", retries=2, timeout=5)
+    assert len(calls) == 3
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
+def test_an_untrusted_tls_certificate_fails_at_once(cache, tmp_path, monkeypatch):
+    import http.server
+    import ssl
+    import threading
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    calls = _count_gets(monkeypatch)
+    try:
+        with pytest.raises(DownloadError, match="TLS/SSL") as info:
+            hub.fetch(f"https://127.0.0.1:{httpd.server_address[1]}/x.bin", cache / "x.bin", retries=5, timeout=5)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert len(calls) == 1 and "Not retried" in str(info.value) and "copy it to" in str(info.value)
+
+
 # --------------------------------------------------------------------------- the cache
 
 
@@ -271,7 +361,8 @@ def test_corrupted_cached_file_is_fetched_again(server, cache, caplog):
         hub.fetch(url, dest, checksum=sha256(data))
     assert dest.read_bytes() == data
     assert server.count("/c.bin") == 1
-    assert any("bad" in r.getMessage() for r in caplog.records)
+    assert any("failed verification" in r.getMessage() for r in caplog.records)
+    assert leftovers(cache) == ["c.bin"]  # the refused copy goes once a verified one is in place
 
 
 def test_cached_file_of_wrong_size_is_fetched_again(server, cache):
@@ -325,13 +416,47 @@ def test_offline_without_cached_file_raises(server, cache, monkeypatch):
     assert not (cache / "checkpoints").exists()
 
 
-def test_offline_with_corrupted_cached_file_raises(server, cache):
+def test_offline_keeps_a_refused_cached_file_and_says_where_and_why(server, cache):
     dest = cache / "b.bin"
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_bytes(b"garbage")
-    with pytest.raises(OfflineError, match="deleted"):
-        hub.fetch(server.url("/b.bin"), dest, checksum=sha256(b"good"), offline=True)
+    aside = cache / "b.bin.refused"
+    for _ in range(2):  # the first call sets it aside, the next finds it there
+        with pytest.raises(OfflineError) as info:
+            hub.fetch(server.url("/b.bin"), dest, checksum=sha256(b"good"), offline=True)
+        message = str(info.value)
+        assert str(aside) in message and "its sha256 is" in message and str(dest) in message
     assert server.requests == [] and not dest.exists()
+    assert aside.read_bytes() == b"garbage"
+
+
+def test_a_failing_server_never_costs_the_refused_cached_file(server, cache):
+    data = payload(4000)
+    url = server.serve("/f.bin", data, status=503)
+    dest = cache / "f.bin"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(data[:3000])
+    with pytest.raises(DownloadError) as info:
+        hub.fetch(url, dest, checksum=sha256(data), retries=1)
+    assert str(cache / "f.bin.refused") in str(info.value) and "its sha256 is" in str(info.value)
+    assert (cache / "f.bin.refused").read_bytes() == data[:3000] and not dest.exists()
+    server.serve("/f.bin", payload(4000, seed=1))  # a server with the wrong file
+    with pytest.raises(ChecksumError, match="set aside"):
+        hub.fetch(url, dest, checksum=sha256(data))
+    assert (cache / "f.bin.refused").read_bytes() == data[:3000]
+    server.serve("/f.bin", data)
+    assert hub.fetch(url, dest, checksum=sha256(data)).read_bytes() == data
+    assert leftovers(cache) == ["f.bin"]
+
+
+def test_a_refused_file_that_passes_its_check_later_is_taken_back(server, cache):
+    data = payload(500)
+    aside = cache / "r.bin.refused"
+    aside.parent.mkdir(parents=True, exist_ok=True)
+    aside.write_bytes(data)  # e.g. refused by a check that has since been fixed
+    url = server.serve("/r.bin", b"", status=404)
+    assert hub.fetch(url, cache / "r.bin", checksum=sha256(data)).read_bytes() == data
+    assert server.requests == [] and leftovers(cache) == ["r.bin"]
 
 
 def test_stale_incomplete_files_are_removed(server, cache):
@@ -439,27 +564,53 @@ def test_download_url_caches_by_url(server, cache):
 # --------------------------------------------------------------------------- labels
 
 
+def test_the_packaged_label_list_is_the_pinned_one_and_needs_no_network(cache, monkeypatch):
+    monkeypatch.setattr(registry, "LABELS_URL", "https://nonexistent.invalid/labels.csv")
+    path = labels.packaged_labels_file()
+    assert path is not None and path.parent.name == "data" and path.stat().st_size == 14675
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == labels.AUDIOSET_LABELS_SHA256
+    assert hub.labels_file(offline=True) == path
+    names = labels.audioset_labels(offline=True)
+    assert len(names) == 527 and names[0] == "Speech"
+    assert not (cache / "labels").exists()
+
+
+def test_label_and_checkpoint_urls_are_https():
+    assert registry.LABELS_URL.startswith("https://")
+    assert all(entry.url.startswith("https://") for entry in registry.CHECKPOINTS.values())
+
+
+@pytest.fixture
+def damaged_package(monkeypatch):
+    """As if the packaged label list were missing or altered."""
+    monkeypatch.setattr(labels, "packaged_labels_file", lambda: None)
+
+
 @pytest.mark.skipif(not LABELS_CSV.is_file(), reason=f"{LABELS_CSV} is absent (../shared not checked out)")
-def test_labels_file_is_verified_by_structure(server, cache, monkeypatch):
+def test_a_damaged_package_fetches_the_pinned_labels_once(server, cache, monkeypatch, damaged_package):
     good = LABELS_CSV.read_bytes()
     monkeypatch.setattr(registry, "LABELS_URL", server.serve("/labels.csv", good))
     path = hub.labels_file()
     assert path == cache / "labels" / "class_labels_indices.csv"
-    assert len(read_labels_csv(path)) == 527
+    assert labels.audioset_labels()[:1] == ["Speech"]
     assert hub.labels_file() == path and server.count("/labels.csv") == 1
 
-    # a cached copy that fails the structure check is fetched again
-    path.write_bytes(good[: len(good) // 2])
-    assert hub.labels_file().read_bytes() == good
-    assert server.count("/labels.csv") == 2
 
-
-def test_malformed_labels_are_not_cached(server, cache, monkeypatch):
-    monkeypatch.setattr(registry, "LABELS_URL",
-                        server.serve("/labels.csv", b"index,mid,display_name\n0,/m/x,Speech\n"))
-    with pytest.raises(LabelsError, match="failed its check"):
+@pytest.mark.skipif(not LABELS_CSV.is_file(), reason=f"{LABELS_CSV} is absent (../shared not checked out)")
+def test_labels_that_differ_from_the_pin_are_refused_from_a_mirror_too(server, cache, monkeypatch, damaged_package):
+    good = LABELS_CSV.read_bytes()
+    relabelled = good.replace(b'"Speech"', b'"Silence"', 1)  # well-formed, but not the pinned list
+    assert relabelled != good
+    monkeypatch.setattr(registry, "LABELS_URL", server.serve("/labels.csv", relabelled))
+    with pytest.raises(ChecksumError, match="sha256"):
+        hub.labels_file()
+    server.serve("/mirror/class_labels_indices.csv", relabelled)
+    monkeypatch.setenv("PANNS_INFER_MIRROR", server.url("/mirror"))
+    with pytest.raises(ChecksumError, match="sha256"):
         hub.labels_file()
     assert leftovers(cache / "labels") == []
+    with pytest.raises(LabelsError, match="missing or altered"):
+        labels.audioset_labels(offline=True)
 
 
 # --------------------------------------------------------------------------- progress
@@ -507,10 +658,12 @@ def _wait_ready(proc: subprocess.Popen) -> None:
         pytest.fail(f"child did not start: {line!r} {proc.stderr.read()}")
 
 
-def test_killed_download_leaves_no_final_file(server, cache):
+def test_killed_download_leaves_no_final_file_and_keeps_the_refused_one(server, cache):
     data = payload(400_000)
     url = server.serve("/k.bin", data, delay=0.05)  # 8 kB per 50 ms: about 2.5 s in all
     dest = cache / "k.bin"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(data[:1000])  # a cached copy that fails verification
     proc = _child(url, dest, sha256(data))
     try:
         _wait_ready(proc)
@@ -533,6 +686,7 @@ def test_killed_download_leaves_no_final_file(server, cache):
     assert proc.returncode == -signal.SIGKILL
     assert not dest.exists()
     assert partial[0].exists()  # what a dead process leaves; never under the final name
+    assert (cache / "k.bin.refused").read_bytes() == data[:1000]  # kept until a verified one is in place
 
     # the killed process's lock is gone: a clean retry succeeds (and removes the stale leftover)
     old = time.time() - 2 * 86400

@@ -162,10 +162,17 @@ def test_labels_options(fixture_checkpoint, tmp_path, labels_csv):
     bad.write_text("id,name\n0,x\n")
     with pytest.raises(LabelsError, match="header"):
         AudioTagger(path, labels=bad)
-    offline = AudioTagger(path, offline=True)
-    assert offline.embed(_noise(32000)).shape == (2048,)  # labels are not needed for embeddings
-    with pytest.raises(LabelsError, match="labels="):
-        offline.tag(_noise(32000))
+
+
+def test_tags_are_named_offline_with_an_empty_cache(fixture_checkpoint, monkeypatch):
+    from panns_infer import hub, registry
+
+    monkeypatch.setattr(registry, "LABELS_URL", "https://nonexistent.invalid/class_labels_indices.csv")
+    offline = AudioTagger(fixture_checkpoint("Cnn14"), device="cpu", offline=True)
+    tags = offline.tag(_noise(32000), top_k=3)
+    assert len(offline.labels) == 527 and offline.labels[:2] == ["Speech", "Male speech, man speaking"]
+    assert set(tags.labels) <= set(offline.labels)
+    assert not (hub.cache_dir() / "labels").exists()
 
 
 def test_device_and_option_errors(fixture_checkpoint):
@@ -216,3 +223,21 @@ def test_precision_options(fixture_checkpoint):
     if not torch.cuda.is_available():
         with pytest.raises(InvalidArgumentError, match="needs a CUDA device"):
             AudioTagger(path, device="cpu", precision="fp16")
+
+
+def test_a_loaded_tagger_never_reads_its_checkpoint_again(fixture_checkpoint, tmp_path):
+    path = tmp_path / "Cnn14_DecisionLevelMax.pth"
+    path.write_bytes(fixture_checkpoint("Cnn14_DecisionLevelMax", name="Cnn14_DecisionLevelMax.pth").read_bytes())
+    tagger = AudioTagger(path, device="cpu", labels=NAMES)  # the fast path: plain conv weights freed
+    wave = _noise(32000 * 3, seed=5)
+    before = tagger.framewise(wave).probabilities
+    path.write_bytes(b"not a checkpoint any more")
+    path.unlink()
+    model = tagger.model
+    assert not any(p.is_meta for p in model.parameters())
+    assert model.has_framewise and model.arch == "Cnn14_DecisionLevelMax"
+    with torch.inference_mode():
+        direct = model(torch.from_numpy(wave)[None])["clipwise_output"][0].numpy()
+    np.testing.assert_array_equal(tagger.framewise(wave).probabilities, before)
+    np.testing.assert_array_equal(tagger.tag(wave, top_k=0).probabilities, direct)
+    assert tagger.log_mel(wave).shape[1] == 64

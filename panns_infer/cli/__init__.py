@@ -22,7 +22,9 @@ is checked before anything loads.
 
 Exit status: 0 when every file was tagged, 1 when some failed (each failure is reported on
 stderr and the other files are still tagged), 2 for usage errors and setup failures (bad
-checkpoint, labels, device). User errors never print a traceback unless ``--debug``.
+checkpoint, labels, device), 141 (128 + SIGPIPE, as for other Unix tools) when the output
+went into a closed pipe (``| head``): then it stops quietly, keeping the records already
+written to ``--output``. User errors never print a traceback unless ``--debug``.
 """
 
 from __future__ import annotations
@@ -31,11 +33,12 @@ import argparse
 import csv
 import json
 import logging
+import os
 import sys
 from typing import Optional, Sequence
 
 from ..errors import PannsError, UnsupportedOperationError
-from .common import EXIT_OK, EXIT_USAGE
+from .common import EXIT_BROKEN_PIPE, EXIT_OK, EXIT_USAGE
 from .events import events_to_file, events_to_stdout
 from .options import build_parser, check_environment, check_options
 from .tagging import tag_files, worth_optimizing
@@ -124,6 +127,20 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return tag_files(tagger, files, args, out_format)
 
 
+def _reader_gone() -> int:
+    """Output went into a closed pipe (``panns-tag ... | head -1``): stop quietly, as Unix tools
+    do. Records already written to ``--output`` files were closed on the way out; stdout and
+    stderr are pointed at the null device so that nothing left in their buffers fails again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+    os.close(devnull)
+    return EXIT_BROKEN_PIPE
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``panns-tag``; returns the exit status."""
     parser = build_parser()
@@ -131,9 +148,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="panns-tag: %(levelname)s: %(message)s")
     try:
-        return _run(args, parser)
+        try:
+            return _run(args, parser)
+        finally:
+            sys.stdout.flush()  # a reader that went away shows here, not as a traceback at exit
+    except BrokenPipeError:
+        return _reader_gone()
     except (PannsError, OSError) as exc:  # typed errors, and a file the system refused (permissions, full disk)
-        if args.debug or isinstance(exc, BrokenPipeError):
+        if args.debug:
             raise
         print(f"panns-tag: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

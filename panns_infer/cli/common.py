@@ -8,9 +8,10 @@ import os
 import sys
 from typing import Optional
 
-__all__ = ["EXIT_OK", "EXIT_SOME_FAILED", "EXIT_USAGE", "report_failure", "ProgressLine"]
+__all__ = ["EXIT_OK", "EXIT_SOME_FAILED", "EXIT_USAGE", "EXIT_BROKEN_PIPE", "report_failure", "ProgressLine"]
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a tool stopped by SIGPIPE
 
 
 def report_failure(path: Optional[str], error: Optional[str], exc: Optional[BaseException],

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Run the test suite against the oldest dependency versions setup.cfg declares.
+#
+#   bash tools/min_versions.sh            # the tests that exercise torch and numpy
+#   bash tools/min_versions.sh -x tests   # or any pytest arguments
+#
+# Builds a throwaway virtual environment (VENV, default /tmp/panns-min-versions) with exactly
+# torch==2.6.0 and numpy==1.26.4 (the minimums in setup.cfg) and the other runtime and test
+# dependencies, then runs pytest with this checkout first on the path. It downloads torch from
+# PyPI (several GB with its CUDA libraries on Linux), so it is not part of the default CI run.
+# PYTHON picks the interpreter (default: python3); the minimums were verified with Python 3.11.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+VENV="${VENV:-/tmp/panns-min-versions}"
+PYTHON="${PYTHON:-python3}"
+TORCH_MIN="2.6.0"
+NUMPY_MIN="1.26.4"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PYTHON" -m venv "$VENV"
+fi
+"$VENV/bin/pip" install --quiet "torch==$TORCH_MIN" "numpy==$NUMPY_MIN" soundfile resampy requests \
+    platformdirs filelock pytest hypothesis
+"$VENV/bin/python" -c "import torch, numpy; print('torch', torch.__version__, 'numpy', numpy.__version__)"
+
+cd "$ROOT"
+if [ "$#" -eq 0 ]; then
+    set -- -q -p no:cacheprovider tests/test_checkpoint.py tests/test_fast.py tests/test_parity.py \
+        tests/test_tagger.py tests/test_windows.py tests/test_audio.py tests/test_events.py tests/test_hub.py \
+        tests/test_hostile.py
+fi
+PYTHONPATH="$ROOT" "$VENV/bin/python" -m pytest "$@"
