@@ -318,3 +318,14 @@ def test_a_mixed_folder_tags_with_one_record_per_file(media, tmp_path, fixture_c
         probs = np.array(list(probs.values()) if isinstance(probs, dict) else probs)
         reference = tagger.tag(str(_oracle_wav(folder / name, tmp_path / f"{name}.wav"))).probabilities
         assert np.abs(probs - reference).max() <= 1e-4, name
+
+
+def test_the_ray_predictor_reads_containers_from_its_bytes_column(media, fixture_checkpoint, labels_csv):
+    pytest.importorskip("pyarrow", reason="pyarrow (installed with ray[data]) builds the predictor's columns")
+    from panns_infer.integrations.ray import PannsPredictor
+
+    predictor = PannsPredictor(str(fixture_checkpoint("Cnn6")), labels=str(labels_csv), device="cpu", top_k=3)
+    names = ["aac.m4a", "opus.webm", "wmav2.wma"]
+    out = predictor({"bytes": np.array([media[n].read_bytes() for n in names], dtype=object)})
+    assert out["error"].to_pylist() == [None] * 3
+    assert out["labels"].to_pylist() == [predictor.tagger.tag(str(media[n]), top_k=3).labels for n in names]
