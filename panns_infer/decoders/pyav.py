@@ -66,19 +66,28 @@ def _opus_packet_samples(packet: bytes) -> Optional[int]:
 
 
 def frame_array(frame: Any) -> np.ndarray:
-    """An FFmpeg audio frame as float32 ``(samples, channels)``, integers scaled to [-1, 1)."""
+    """An FFmpeg audio frame as float32 ``(channels, samples)``, integers scaled to [-1, 1).
+
+    Channel-major, because averaging a few long rows is ~6x faster than averaging the
+    columns of an interleaved ``(samples, channels)`` block.
+    """
     channels = _layout_channels(frame.layout)
     data = frame.to_ndarray()
     if frame.format.is_planar:
-        data = data[:, :frame.samples].T
+        data = data[:, :frame.samples]
     else:
-        data = data.reshape(-1, channels)[:frame.samples]
+        data = data.reshape(-1, channels)[:frame.samples].T
     kind = frame.format.name.rstrip("p")
     if kind == "u8":
         return (data.astype(np.float32) - np.float32(128)) / np.float32(128)
     if kind in _SCALE:
         return data.astype(np.float32) * np.float32(_SCALE[kind])
-    return np.ascontiguousarray(data, dtype=np.float32)
+    return data.astype(np.float32, copy=False)
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    """``(channels, n)`` pieces as one ``(n, channels)`` block (a channel-major view)."""
+    return (parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)).T
 
 
 class AvDecoder(Decoder):
@@ -153,19 +162,20 @@ class AvDecoder(Decoder):
         pending: list[np.ndarray] = []
         count = 0
         for data in self._arrays():
-            if pending and data.shape[1] != pending[0].shape[1]:  # the channel count changed
-                yield np.concatenate(pending)
+            if pending and len(data) != len(pending[0]):  # the channel count changed
+                yield _joined(pending)
                 pending, count = [], 0
             pending.append(data)
             count += data.size
             if count >= target:
-                yield np.concatenate(pending) if len(pending) > 1 else pending[0]
+                yield _joined(pending)
                 pending, count = [], 0
         if pending:
-            yield np.concatenate(pending) if len(pending) > 1 else pending[0]
+            yield _joined(pending)
 
     def _arrays(self) -> Iterator[np.ndarray]:
-        """Decoded frames as arrays, trimmed as the stream's encoder delay requires."""
+        """Decoded frames as ``(channels, samples)`` arrays, trimmed as the stream's encoder
+        delay requires."""
         import av
 
         ceiling = None if self._size is None else self._size * _MAX_SAMPLES_PER_BYTE
@@ -202,14 +212,14 @@ class AvDecoder(Decoder):
                 data = frame_array(frame)
                 bad = 0
                 if skip is None:
-                    skip = self._extra_skip(first_packet, len(data))
+                    skip = self._extra_skip(first_packet, data.shape[1])
                 if skip:
-                    cut = min(skip, len(data))
-                    data, skip = data[cut:], skip - cut
-                if not len(data):
+                    cut = min(skip, data.shape[1])
+                    data, skip = data[:, cut:], skip - cut
+                if not data.shape[1]:
                     continue
-                done += len(data)
-                if ceiling is not None and done * data.shape[1] > ceiling:
+                done += data.shape[1]
+                if ceiling is not None and done * len(data) > ceiling:
                     raise AudioDecodeError(f"{self.name!r} decodes to more samples than its size can hold "
                                            f"({done} per channel from {self._size} bytes): the file is "
                                            "malformed; re-encode it from the original")
