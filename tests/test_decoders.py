@@ -212,6 +212,15 @@ def test_a_header_claiming_days_gives_the_audio_present(media, tagger, tmp_path)
     assert np.isfinite(tags.probabilities).all() and 0 <= tags.probabilities.min() <= tags.probabilities.max() <= 1
 
 
+def test_a_container_without_a_duration_is_measured_before_decoding(tmp_path):
+    live = tmp_path / "live.webm"  # written to a pipe, as a live recording is: no duration in it
+    live.write_bytes(_ffmpeg("-i", str(RECORDING), "-c:a", "libopus", "-f", "webm", "pipe:1"))
+    assert av.open(str(live)).duration is None
+    frames, rate = probe_file(live)
+    assert rate == 48000 and 7 * 48000 <= frames <= 7 * 48000 + 2000  # packet end times
+    assert len(_decoded(live)) == len(oracle(live)[0])
+
+
 def _damaged(path: Path, dest: Path) -> Path:
     """``path`` with its second half overwritten by random bytes."""
     data = bytearray(path.read_bytes())

@@ -115,7 +115,7 @@ class AvDecoder(Decoder):
         except (av.error.FFmpegError, OSError, EOFError, ValueError, TypeError) as exc:
             raise AudioDecodeError(self._cannot_open(exc)) from None
         try:
-            self._stream = self._pick(stream)
+            self._stream, self._position = self._pick(stream), stream
             cc = self._stream.codec_context
             self.rate = int(cc.sample_rate or self._stream.rate or 0)
             self.channels = _layout_channels(cc.layout) or 1
@@ -148,12 +148,32 @@ class AvDecoder(Decoder):
             seconds = float(st.duration * st.time_base)
         elif self._container.duration is not None and self._container.duration > 0:
             seconds = self._container.duration / 1_000_000
+        if seconds is None and not is_file_object(self._source):
+            seconds = self._scanned_seconds()
         if seconds is None or not math.isfinite(seconds) or self.rate <= 0:
             return 0
         frames = math.ceil(seconds * self.rate)
         if self._size is not None:
             frames = min(frames, self._size * _MAX_SAMPLES_PER_BYTE // max(1, self.channels))
         return max(0, frames)
+
+    def _scanned_seconds(self) -> Optional[float]:
+        """The end time of the stream's last packet, read without decoding (for containers
+        written without a duration, such as WebM recorded live), so that a long recording
+        is known to be long before it is decoded."""
+        import av
+
+        end = None
+        try:
+            with av.open(self._source, mode="r", options=_OPTIONS, metadata_errors="ignore") as container:
+                stream = container.streams.audio[self._position]
+                for packet in container.demux(stream):
+                    if packet.pts is not None and packet.time_base is not None:
+                        stop = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+                        end = stop if end is None else max(end, stop)
+        except (av.error.FFmpegError, OSError, EOFError, ValueError, IndexError):
+            pass  # decoding will say what is wrong
+        return end
 
     # -- decoding -------------------------------------------------------------------------------
 
