@@ -241,8 +241,8 @@ def _finish(samples: np.ndarray, rate: int, target_rate: int, source: Optional[s
 
 def _source_name(source: Source) -> str:
     if is_file_object(source):
-        return getattr(source, "name", None) if isinstance(getattr(source, "name", None), str) \
-            else f"<{type(source).__name__}>"
+        label = getattr(source, "name", None)
+        return label if isinstance(label, str) else f"<{type(source).__name__}>"
     name = os.fspath(source)  # type: ignore[arg-type]
     return os.fsdecode(name) if isinstance(name, bytes) else name
 

@@ -65,7 +65,7 @@ def _opus_packet_samples(packet: bytes) -> Optional[int]:
     return size * (packet[1] & 0x3F) if len(packet) > 1 else None
 
 
-def frame_array(frame: Any) -> np.ndarray:
+def _frame_array(frame: Any) -> np.ndarray:
     """An FFmpeg audio frame as float32 ``(channels, samples)``, integers scaled to [-1, 1).
 
     Channel-major, because averaging a few long rows is ~6x faster than averaging the
@@ -132,7 +132,7 @@ class AvDecoder(Decoder):
     def _pick(self, index: int) -> Any:
         audio = list(self._container.streams.audio)
         if not audio:
-            kinds = sorted({s.type for s in self._container.streams}) or ["none"]
+            kinds = sorted({str(s.type) for s in self._container.streams}) or ["none"]
             raise AudioDecodeError(f"{self.name!r} holds no audio stream (its streams: {', '.join(kinds)}); "
                                    "pass a file with a soundtrack")
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(audio):
@@ -229,7 +229,7 @@ class AvDecoder(Decoder):
                     raise AudioDecodeError(f"the sample rate of {self.name!r} changes from {self.rate} to "
                                            f"{frame.sample_rate} Hz after {done / self.rate:.2f} s; split "
                                            "the file where it changes")
-                data = frame_array(frame)
+                data = _frame_array(frame)
                 bad = 0
                 if skip is None:
                     skip = self._extra_skip(first_packet, data.shape[1])
