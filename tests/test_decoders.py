@@ -296,6 +296,7 @@ def test_directories_find_the_new_containers():
     assert all(is_audio_name(f"x.{ext}") for ext in ("m4a", "mp4", "mov", "mkv", "webm", "aac", "wma", "opus"))
 
 
+@pytest.mark.slow
 def test_a_mixed_folder_tags_with_one_record_per_file(media, tmp_path, fixture_checkpoint, labels_csv, capsys):
     """WAV, FLAC, OGG, MP3, M4A, MP4 with video, WebM, MKV, AAC and a broken M4A through
     ``panns-tag DIR --output tags.jsonl``: the broken one is an error record, the exit code
