@@ -3,9 +3,11 @@
     python bench/corpus.py                          # 150 files, Cnn14, CPU (several minutes)
     python bench/corpus.py --files 10               # a quick check that everything runs
     python bench/corpus.py --device cuda --files 200
+    python bench/corpus.py --mixed                  # a quarter of the files as M4A (AAC) and WebM (Opus)
 
 A corpus of generated files (WAV, FLAC and OGG; 16, 22.05, 32, 44.1 and 48 kHz; mono and
-stereo; 1 to 30 s) is written to a temporary folder. Each run is a fresh process on the same
+stereo; 1 to 30 s; with ``--mixed`` every fourth file is M4A or WebM instead, encoded with
+PyAV) is written to a temporary folder. Each run is a fresh process on the same
 files and the same deterministic Cnn14 checkpoint (../shared/fixtures, plain layout):
 
 * ``panns-tag``: the command line, ``DIR --recursive --output tags.jsonl`` (JSONL records,
@@ -81,8 +83,9 @@ print(json.dumps({"files": len(files), "load_s": load, "run_s": time.perf_counte
 """
 
 
-def make_corpus(folder: Path, count: int, seed: int = 0) -> float:
-    """Write ``count`` files; return their total duration in seconds."""
+def make_corpus(folder: Path, count: int, seed: int = 0, mixed: bool = False) -> float:
+    """Write ``count`` files; return their total duration in seconds. With ``mixed``, every
+    fourth file is an M4A or a WebM (alternately)."""
     rng = np.random.default_rng(seed)
     total = 0.0
     for i in range(count):
@@ -92,7 +95,12 @@ def make_corpus(folder: Path, count: int, seed: int = 0) -> float:
         t = np.arange(n) / rate
         x = 0.05 * rng.standard_normal((n, channels))
         x[:, 0] += 0.3 * np.sin(2 * np.pi * rng.uniform(100, 4000) * t) * (np.sin(2 * np.pi * 0.5 * t) > 0)
-        soundfile.write(folder / f"clip{i:04d}.{FORMATS[i % len(FORMATS)]}", x.astype(np.float32), rate)
+        if mixed and i % 4 == 3:
+            from _containers import write_container
+
+            write_container(folder / f"clip{i:04d}.{('m4a', 'webm')[(i // 4) % 2]}", x.astype(np.float32), rate)
+        else:
+            soundfile.write(folder / f"clip{i:04d}.{FORMATS[i % len(FORMATS)]}", x.astype(np.float32), rate)
         total += n / rate
     return total
 
@@ -102,6 +110,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=150, help="corpus size (default: 150)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--no-peer", action="store_true", help="skip panns_inference")
+    parser.add_argument("--mixed", action="store_true", help="a quarter of the files as M4A and WebM")
     args = parser.parse_args()
 
     ckpt = str(checkpoint("Cnn14"))  # the peer builds Cnn14 only
@@ -110,7 +119,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="panns_corpus_") as tmp:
         folder = Path(tmp) / "audio"
         folder.mkdir()
-        audio_s = make_corpus(folder, args.files)
+        audio_s = make_corpus(folder, args.files, mixed=args.mixed)
         print(f"corpus: {args.files} files, {audio_s:.0f} s of audio, in {folder}")
         runs = [
             ("panns-tag (--output jsonl)", CLI, [str(folder), "--recursive", "-c", ckpt, "--labels", labels,
@@ -135,7 +144,8 @@ def main() -> None:
         lines = (Path(tmp) / "tags.jsonl").read_text().splitlines()
         assert len(lines) == args.files and all("error" not in json.loads(line) for line in lines)
 
-    print(f"\n{args.files} files, {audio_s:.0f} s of audio, Cnn14, device {args.device}\n")
+    mixed = " (a quarter M4A/WebM)" if args.mixed else ""
+    print(f"\n{args.files} files{mixed}, {audio_s:.0f} s of audio, Cnn14, device {args.device}\n")
     print("| run | load s | run s | files/s | audio-s/s | peak RSS MB |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, r in rows:

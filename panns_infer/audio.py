@@ -2,9 +2,10 @@
 
 Everything becomes a 1-D float32 numpy array at the model's sample rate:
 
-* files are decoded with soundfile (libsndfile: WAV, FLAC, OGG, MP3, ...) block by block, so
-  memory follows the audio the file really holds, never the length its header claims;
-  several channels are averaged to mono;
+* files and binary file objects are decoded block by block (:mod:`panns_infer.decoders`:
+  libsndfile for WAV, FLAC, OGG, MP3, ...; PyAV for MP4/M4A, WebM/MKV, AAC, WMA and video
+  soundtracks), so memory follows the audio the file really holds, never the length its
+  header claims; several channels are averaged to mono;
 * arrays and tensors: float arrays are taken as they are (float64 is cast to float32);
   integer PCM is scaled to [-1, 1) (int8/int16/int32 by their full range, uint8 around 128);
 * other sample rates (1 kHz to 1 MHz) are converted with resampy's ``kaiser_best`` filter,
@@ -31,15 +32,15 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
 import numpy as np
-import soundfile
 import torch
 
+from .decoders import Decoder, Source, is_file_object, open_decoder, source_size
 from .errors import AudioDecodeError, InvalidAudioError
 
 __all__ = ["Clip", "to_float32", "resample", "read_audio", "as_clips", "probe_file", "decode_blocks"]
 
 PathLike = Union[str, os.PathLike]
-AudioInput = Union[PathLike, np.ndarray, torch.Tensor]
+AudioInput = Union[Source, np.ndarray, torch.Tensor]
 
 _INT_SCALE = {np.dtype(np.int8): 2.0 ** 7, np.dtype(np.int16): 2.0 ** 15, np.dtype(np.int32): 2.0 ** 31}
 _MIN_RATE = 1_000  # bounds upsampling to 32x: a lying header cannot turn kilobytes into gigabytes
@@ -248,13 +249,20 @@ def _finish(samples: np.ndarray, rate: int, target_rate: int, source: Optional[s
     return Clip(out, source, rate)
 
 
-def _path_name(path: PathLike) -> str:
-    name = os.fspath(path)
+def _source_name(source: Source) -> str:
+    if is_file_object(source):
+        label = getattr(source, "name", None)
+        return label if isinstance(label, str) else f"<{type(source).__name__}>"
+    name = os.fspath(source)  # type: ignore[arg-type]
     return os.fsdecode(name) if isinstance(name, bytes) else name
 
 
-def _open(name: str) -> soundfile.SoundFile:
-    """Open an existing audio file with libsndfile, or raise a typed error naming it."""
+def _open(source: Source, stream: Optional[int] = None) -> tuple[Decoder, str]:
+    """Open an existing audio file or file object with the decoder that reads its content,
+    or raise a typed error naming it."""
+    name = _source_name(source)
+    if is_file_object(source):
+        return open_decoder(source, name, stream=stream), name
     if not name:
         raise AudioDecodeError("an empty string was given as an audio file path; pass the path of a file")
     p = Path(name)
@@ -266,23 +274,22 @@ def _open(name: str) -> soundfile.SoundFile:
         raise AudioDecodeError(f"audio file {name!r} does not exist; check the path")
     if is_dir:
         raise AudioDecodeError(f"{name!r} is a directory, not an audio file; pass the files inside it")
-    try:
-        return soundfile.SoundFile(name)
-    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError, OSError, EOFError) as exc:
-        raise AudioDecodeError(
-            f"cannot decode {name!r} as audio ({str(exc).strip() or type(exc).__name__}); "
-            "supported formats are those libsndfile reads (WAV, FLAC, OGG/Vorbis/Opus, MP3, ...): "
-            "check the file, or convert it (e.g. ffmpeg -i IN OUT.wav)"
-        ) from None
+    return open_decoder(name, name, stream=stream), name
 
 
-def probe_file(path: PathLike) -> tuple[int, int]:
+def probe_file(path: Source, *, stream: Optional[int] = None) -> tuple[int, int]:
     """``(frames, sample_rate)`` of an audio file, from its header, checked.
 
     The rate must be in 1 kHz..1 MHz. The frame count is capped at what the file's size
     can hold (16384 samples per byte, far beyond any real codec: silence in Vorbis, the
     best case, is ~450), so a header claiming years of audio in a few kilobytes cannot
-    make a caller plan for them; the real length is known only once decoded.
+    make a caller plan for them; the real length is known only once decoded. For
+    containers read through PyAV it comes from the container's duration (0 when the
+    container gives none).
+
+    Args:
+        path: a path, or a binary file object (left where it was).
+        stream: the audio stream (0, the first, by default).
 
     Raises:
         AudioDecodeError: the path is missing, a directory, or not decodable audio.
@@ -293,23 +300,40 @@ def probe_file(path: PathLike) -> tuple[int, int]:
     ...
     panns_infer.errors.AudioDecodeError: audio file 'missing.wav' does not exist; check the path
     """
-    name = _path_name(path)
-    with _open(name) as f:
-        rate = _check_rate(f.samplerate, f"the sample rate of audio file {name!r}")
-        frames, channels = f.frames, f.channels
+    here = path.tell() if is_file_object(path) and _seekable(path) else None  # type: ignore[union-attr]
     try:
-        size = os.path.getsize(name)
-    except OSError:  # a pipe or device: nothing to compare with
+        size = source_size(path)
+        decoder, name = _open(path, stream)
+        with decoder:
+            rate = _check_rate(decoder.rate, f"the sample rate of audio file {name!r}")
+            frames, channels = decoder.frames, decoder.channels
+    finally:
+        if here is not None:
+            path.seek(here)  # type: ignore[union-attr]
+    if size is None:  # a pipe or device: nothing to compare with
         return frames, rate
     return max(0, min(frames, size * _MAX_SAMPLES_PER_BYTE // max(1, channels))), rate
 
 
-def decode_blocks(path: PathLike, *, block_samples: int = _BLOCK_SAMPLES) -> Iterator[np.ndarray]:
+def _seekable(f: Any) -> bool:
+    try:
+        return bool(f.seekable())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def decode_blocks(path: Source, *, block_samples: int = _BLOCK_SAMPLES,
+                  stream: Optional[int] = None) -> Iterator[np.ndarray]:
     """Decode a file block by block into mono float32 blocks at the file's own rate.
 
-    Reads ``block_samples`` samples (all channels together) at a time, so memory follows
-    the audio really in the file, whatever its header says. Each block is checked as it
-    comes (finite, at most 2**31 in magnitude).
+    Reads about ``block_samples`` samples (all channels together) at a time, so memory
+    follows the audio really in the file, whatever its header says. Each block is checked
+    as it comes (finite, at most 2**31 in magnitude) and its channels averaged.
+
+    Args:
+        path: a path, or a binary file object.
+        block_samples: samples (all channels) per block.
+        stream: the audio stream of a container with several (0, the first, by default).
 
     Raises:
         AudioDecodeError: the file cannot be opened or its data cannot be decoded (e.g. a
@@ -322,66 +346,56 @@ def decode_blocks(path: PathLike, *, block_samples: int = _BLOCK_SAMPLES) -> Ite
     ...
     panns_infer.errors.AudioDecodeError: audio file 'missing.wav' does not exist; check the path
     """
-    name = _path_name(path)
-    with _open(name) as f:
-        rate = _check_rate(f.samplerate, f"the sample rate of audio file {name!r}")
-        yield from _blocks(f, name, rate, block_samples)
+    decoder, name = _open(path, stream)
+    with decoder:
+        rate = _check_rate(decoder.rate, f"the sample rate of audio file {name!r}")
+        yield from _blocks(decoder, name, rate, block_samples)
 
 
-def _blocks(f: soundfile.SoundFile, name: str, rate: int, block_samples: int) -> Iterator[np.ndarray]:
+def _blocks(decoder: Decoder, name: str, rate: int, block_samples: int) -> Iterator[np.ndarray]:
     what = f"audio file {name!r}"
-    channels = f.channels
-    block = max(1, int(block_samples) // channels)
     done = 0
-    while True:
-        try:
-            data = f.read(block, dtype="float32", always_2d=True)
-        except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError, OSError, EOFError) as exc:
-            raise AudioDecodeError(
-                f"cannot read the samples of {name!r} after {done / rate:.2f} s "
-                f"({str(exc).strip() or type(exc).__name__}): the file is truncated or corrupt, or its "
-                "header does not match its data; re-encode it from the original"
-            ) from None
-        if len(data):
-            finite = np.isfinite(data)
-            if not finite.all():
-                first = done + int(np.argmin(finite.all(axis=1)))
-                raise InvalidAudioError(f"{what} contains NaN or infinite samples (the first at "
-                                        f"{first / rate:.3f} s); fix the file, e.g. re-export it as integer PCM")
-            peak = float(max(data.max(), -data.min()))
-            if peak > _MAX_ABS:
-                raise InvalidAudioError(f"{what} has samples as large as {peak:.3g}; float audio is "
-                                        "expected in [-1, 1]: normalise the file")
-            done += len(data)
-            yield data.mean(axis=1) if channels > 1 else data[:, 0].copy()
-        if len(data) < block:
-            return
+    for data in decoder.blocks(block_samples):
+        finite = np.isfinite(data)
+        if not finite.all():
+            first = done + int(np.argmin(finite.all(axis=1)))
+            raise InvalidAudioError(f"{what} contains NaN or infinite samples (the first at "
+                                    f"{first / rate:.3f} s); fix the file, e.g. re-export it as integer PCM")
+        peak = float(max(data.max(), -data.min()))
+        if peak > _MAX_ABS:
+            raise InvalidAudioError(f"{what} has samples as large as {peak:.3g}; float audio is "
+                                    "expected in [-1, 1]: normalise the file")
+        done += len(data)
+        yield data.mean(axis=1) if data.shape[1] > 1 else data[:, 0].copy()
 
 
-def read_audio(path: PathLike, target_rate: int) -> Clip:
+def read_audio(path: Source, target_rate: int, *, stream: Optional[int] = None) -> Clip:
     """Decode an audio file to a mono float32 clip at ``target_rate``.
 
     The file is read block by block (:func:`decode_blocks`): a header that claims more
     audio than the file holds costs nothing; the audio that is really there is returned
-    (WAV, MP3, OGG), or :class:`AudioDecodeError` is raised where the decoder cannot go on
-    (FLAC).
+    (WAV, MP3, OGG, MP4, WebM), or :class:`AudioDecodeError` is raised where the decoder
+    cannot go on (FLAC). Formats libsndfile does not read (MP4/M4A/MOV, WebM/MKV, AAC, WMA,
+    video soundtracks) are decoded with PyAV; ``stream`` picks another audio stream than
+    the first.
 
     Raises:
         AudioDecodeError: the path is missing, a directory, or not decodable audio.
         InvalidAudioError: the file decodes to no samples, to non-finite or out-of-range
             values, or has a sample rate outside 1 kHz..1 MHz.
+        InvalidArgumentError: ``stream`` is not one of the file's audio streams.
 
     >>> read_audio("missing.wav", 32000)
     Traceback (most recent call last):
     ...
     panns_infer.errors.AudioDecodeError: audio file 'missing.wav' does not exist; check the path
     """
-    name = _path_name(path)
     parts: list[np.ndarray] = []
-    with _open(name) as f:
-        rate = _check_rate(f.samplerate, f"the sample rate of audio file {name!r}")
+    decoder, name = _open(path, stream)
+    with decoder:
+        rate = _check_rate(decoder.rate, f"the sample rate of audio file {name!r}")
         try:
-            parts.extend(_blocks(f, name, rate, _BLOCK_SAMPLES))
+            parts.extend(_blocks(decoder, name, rate, _BLOCK_SAMPLES))
             samples = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else None
         except MemoryError:
             decoded = sum(len(p) for p in parts)
@@ -441,8 +455,8 @@ def as_clips(x: Any, *, sample_rate: Optional[int], target_rate: int) -> tuple[l
     """Turn any accepted input into clips at ``target_rate``.
 
     Args:
-        x: a path, a 1-D array/tensor (one clip), a 2-D array/tensor (a batch), or a list
-            mixing paths and 1-D arrays/tensors of any lengths.
+        x: a path or binary file object, a 1-D array/tensor (one clip), a 2-D array/tensor
+            (a batch), or a list mixing paths, file objects and 1-D arrays/tensors.
         sample_rate: rate of arrays and tensors (files carry their own); ``None`` means
             ``target_rate``.
         target_rate: the model's rate.
@@ -459,7 +473,7 @@ def as_clips(x: Any, *, sample_rate: Optional[int], target_rate: int) -> tuple[l
     ([(32000,), (32000,)], False)
     """
     rate = target_rate if sample_rate is None else _check_rate(sample_rate)
-    if isinstance(x, (str, os.PathLike)):
+    if isinstance(x, (str, os.PathLike)) or is_file_object(x):
         return [read_audio(x, target_rate)], True
     if isinstance(x, (np.ndarray, torch.Tensor)):
         clips = _array_clips(x, rate, target_rate, "audio array")
@@ -467,7 +481,7 @@ def as_clips(x: Any, *, sample_rate: Optional[int], target_rate: int) -> tuple[l
     if isinstance(x, (list, tuple)):
         clips: list[Clip] = []
         for i, item in enumerate(x):
-            if isinstance(item, (str, os.PathLike)):
+            if isinstance(item, (str, os.PathLike)) or is_file_object(item):
                 clips.append(read_audio(item, target_rate))
             elif isinstance(item, (np.ndarray, torch.Tensor)) and item.ndim == 1:
                 clips.extend(_array_clips(item, rate, target_rate, f"input {i}"))

@@ -210,7 +210,7 @@ def test_encoded_bytes_give_the_results_of_their_files(tagger, tmp_path):
     blobs = [Path(p).read_bytes() for p in files] + [b"not audio"]
     results = [r for batch in tag_corpus(tagger, blobs, top_k=3, embeddings=True, workers=2) for r in batch]
     assert [r.path for r in results] == [None] * len(blobs) and [r.size for r in results] == [len(b) for b in blobs]
-    assert "cannot decode 9 bytes as audio" in results[-1].error
+    assert "cannot decode '9 bytes' as audio" in results[-1].error
     for r, path in zip(results, files):
         alone = tagger.tag(path, top_k=3)
         assert r.tags.labels == alone.labels  # e.flac, longer than the window, is resampled whole: 1e-6

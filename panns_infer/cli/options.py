@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Tag audio files with a PANNs checkpoint (AudioSet, 527 classes).",
     )
     p.add_argument("files", nargs="*", metavar="INPUT",
-                   help="audio files (any format libsndfile reads), directories, globs, or @MANIFEST "
+                   help="audio or video files (WAV, FLAC, MP3, M4A, WebM, MP4, ...), directories, globs, or @MANIFEST "
                         "(a text file of paths, one per line)")
     p.add_argument("--checkpoint", "-c", default="Cnn14",
                    help="registry name (see --list-models), checkpoint file, or URL (default: Cnn14)")
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     corpus.add_argument("--recursive", "-r", action="store_true", help="read the subfolders of directories too")
     corpus.add_argument("--extensions", metavar="LIST",
                         help="comma-separated extensions to pick in directories and globs (default: every "
-                             "format libsndfile reads: wav,flac,ogg,opus,mp3,aiff,...)")
+                             "audio and video format read: wav,flac,ogg,mp3,m4a,mp4,webm,mkv,aac,wma,...)")
     corpus.add_argument("--output", "-o", metavar="FILE",
                         help="write one record per file to FILE (.jsonl, .csv; .tsv for --events), appending "
                              "as files finish; a re-run skips the files already done")

@@ -13,12 +13,17 @@ from ..errors import InvalidArgumentError
 
 log = logging.getLogger("panns_infer")
 
-#: Extensions (lower case, without the dot) of the formats libsndfile reads; directories and
-#: globs yield only files with one of these.
+#: Extensions (lower case, without the dot) of the formats libsndfile reads, and of the audio
+#: and video containers read through PyAV; directories and globs yield only files with one of
+#: these (a file named explicitly is decoded by its content, whatever its extension).
 AUDIO_EXTENSIONS = frozenset({
     "wav", "wave", "bwf", "rf64", "w64", "flac", "ogg", "oga", "opus", "mp3", "aiff", "aif", "aifc", "au",
     "snd", "caf", "sd2", "voc", "iff", "svx", "nist", "sph", "ircam", "sf", "paf", "pvf", "xi", "sds", "avr",
     "wve", "mpc",
+    # through PyAV
+    "m4a", "m4b", "mp4", "m4v", "mov", "3gp", "3g2", "aac", "adts", "mka", "mkv", "webm", "weba", "wma", "wmv",
+    "asf", "avi", "ts", "mts", "m2ts", "mpg", "mpeg", "vob", "flv", "amr", "ac3", "eac3", "dts", "ape", "wv",
+    "tta", "spx", "dsf",
 })
 
 Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]

@@ -7,7 +7,6 @@ import io
 import logging
 import math
 import os
-import re
 import sys
 import time
 from collections import deque
@@ -18,9 +17,9 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optiona
 import numpy as np
 import torch
 
-from ..audio import Clip, as_clips, probe_file, read_audio
+from ..audio import Clip, probe_file, read_audio
 from ..engine import LongFile, _trim_heap
-from ..errors import AudioDecodeError, InvalidArgumentError, PannsError, UnsupportedOperationError
+from ..errors import InvalidArgumentError, PannsError, UnsupportedOperationError
 from ..results import Tags
 from ..windows import read_blocks
 
@@ -284,18 +283,11 @@ def _prepare(tagger: "AudioTagger", source: Source, cap: int) -> _Prepared:
 
 
 def _decode_bytes(data: Union[bytes, bytearray, memoryview], rate: int) -> Clip:
-    """Encoded audio to a clip, as :func:`~panns_infer.audio.read_audio` does for a file."""
-    import soundfile
-
-    try:
-        samples, file_rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError, OSError, EOFError) as exc:
-        why = re.sub(r"Error opening <[^>]*>: ", "", str(exc)).strip()  # not the BytesIO's repr
-        raise AudioDecodeError(f"cannot decode {len(data)} bytes as audio ({why or type(exc).__name__}); "
-                               "supported formats are those libsndfile reads (WAV, FLAC, OGG, MP3, ...)") from None
-    mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
-    clips, _ = as_clips(np.ascontiguousarray(mono), sample_rate=file_rate, target_rate=rate)
-    return clips[0]
+    """Encoded audio to a clip, as :func:`~panns_infer.audio.read_audio` does for a file
+    (any format it reads: libsndfile's, and through PyAV MP4/M4A, WebM/MKV, AAC, WMA, ...)."""
+    buffer = io.BytesIO(data)
+    buffer.name = f"{len(data)} bytes"  # how messages name it
+    return read_audio(buffer, rate)
 
 
 def _describe(exc: BaseException, what: str) -> str:

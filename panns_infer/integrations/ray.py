@@ -36,7 +36,8 @@ class PannsPredictor:
     DataFrame (``batch_format="pandas"``). It holds either or both of these columns:
 
     * ``bytes``: encoded audio files (what ``ray.data.read_binary_files`` gives), decoded
-      in memory with soundfile (any format libsndfile reads);
+      in memory as files are (libsndfile's formats, and through PyAV MP4/M4A, WebM/MKV, AAC,
+      WMA and video soundtracks);
     * ``path``: paths of audio files readable where the actor runs, used when there is no
       ``bytes`` column (with ``bytes``, ``path`` is only passed through, so it may be a URI).
 
