@@ -126,3 +126,53 @@ def test_chunked_equals_the_whole_network_on_the_full_signal(plain, arch):
         else:
             assert got["framewise_output"].shape == want["framewise_output"].shape, what
             assert np.abs(got["framewise_output"] - want["framewise_output"]).max() <= 1e-5, what
+
+
+def _adversarial(seconds: float, rate: int = 32000) -> np.ndarray:
+    """Noise, digital silence, a full-scale square wave, DC, clicks on the 0.32 s grid, tones."""
+    rng = np.random.default_rng(11)
+    n = int(seconds * rate)
+    x = rng.standard_normal(n) * 0.05
+    t = np.arange(n) / rate
+    part = n // 6
+    x[part:2 * part] = 0.0
+    x[2 * part:2 * part + rate * 5] = np.sign(np.sin(2 * np.pi * 441 * t[:rate * 5]))
+    x[3 * part:3 * part + rate * 3] += 0.5
+    x[4 * part:5 * part] += 0.3 * np.sin(2 * np.pi * (200 + 50 * t[:part]) * t[:part])
+    x[::10240] += 0.9  # a click at every step boundary, where chunks start
+    return np.clip(x, -1, 1).astype(np.float32)
+
+
+@requires_fixtures
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["Cnn14", "Cnn14_DecisionLevelMax"])
+def test_default_settings_equal_panns_inference_on_the_whole_recording(fixture_checkpoint, arch, tmp_path,
+                                                                       monkeypatch):
+    """100 s of adversarial audio through the default tagger (fast path, 30 s chunks) against
+    the reference network run once on the whole signal."""
+    import shutil
+
+    from conftest import FIXTURES
+
+    home = tmp_path / "home"
+    (home / "panns_data").mkdir(parents=True)
+    shutil.copy(FIXTURES / "class_labels_indices.csv", home / "panns_data" / "class_labels_indices.csv")
+    monkeypatch.setenv("HOME", str(home))
+    reference = pytest.importorskip("panns_inference.models", reason="panns_inference is not installed")
+    path = fixture_checkpoint(arch, layout="plain")
+    net = getattr(reference, arch)(sample_rate=32000, window_size=1024, hop_size=320, mel_bins=64, fmin=50,
+                                   fmax=14000, classes_num=527)
+    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["model"])
+    net.eval()
+    x = _adversarial(100.0)
+    with torch.inference_mode():
+        want = {k: v[0].numpy() for k, v in net(torch.from_numpy(x)[None]).items()}
+    tagger = AudioTagger(path, arch=arch, device="cpu", labels=NAMES)
+    assert tagger._engine.chunked(len(x))
+    got = tagger.infer(x)
+    assert np.abs(got["clipwise_output"] - want["clipwise_output"]).max() <= 1e-4
+    if "embedding" in want:
+        assert np.abs(got["embedding"] - want["embedding"]).max() <= 1e-3
+    else:
+        assert got["framewise_output"].shape == want["framewise_output"].shape
+        assert np.abs(got["framewise_output"] - want["framewise_output"]).max() <= 1e-4
