@@ -119,6 +119,10 @@ class Engine:
             self.whole = whole
             if whole is not None:
                 self.plan = ChunkPlan.for_model(model, whole)
+        # chunks per forward pass: on the CPU one bounds memory; a GPU takes as many samples as
+        # a batch of 10 s clips
+        chunk = (self.plan.core + 2 * self.plan.margin) if self.plan else 1
+        self.chunks_per_pass = 1 if device.type == "cpu" else max(1, batch_size * 10 * rate // chunk)
         else:
             if isinstance(window, bool) or not isinstance(window, numbers.Real) or not window > 0 or (
                     hop is not None and not 0 < hop <= window):
@@ -256,15 +260,12 @@ class Engine:
         else:
             blocks = [item.samples]
         assembler = StepAssembler(self.runner, outputs)  # type: ignore[arg-type]
-        # on the CPU one chunk per pass bounds memory; a GPU takes as many samples as a batch of 10 s clips
-        per_pass = 1 if self.device.type == "cpu" else max(
-            1, self.batch_size * 10 * self.model.sample_rate // (self.plan.core + 2 * self.plan.margin))
         end = 0
         with torch.inference_mode(), _precision(self.device, self.precision):
-            for group in _equal_length_groups(iter_chunks(blocks, self.plan), per_pass):
+            for group in _equal_length_groups(iter_chunks(blocks, self.plan), self.chunks_per_pass):
                 batch = np.stack([self._padded(chunk) for chunk in group])
                 tensor = torch.from_numpy(batch).to(self.device)
-                steps = self.runner.step_outputs(tensor)
+                steps = self.runner.step_outputs(tensor)  # type: ignore[operator]
                 for row, chunk in enumerate(group):
                     assembler.add({k: v[row:row + 1, chunk.keep_from:chunk.keep_to] for k, v in steps.items()})
                     end = chunk.start + len(chunk.samples)
@@ -275,7 +276,7 @@ class Engine:
                     progress(end)
         if not end:
             return None, 0
-        result = assembler.finish()
+        result: dict = assembler.finish()
         if "segmentwise_output" in outputs:
             result["num_frames"] = self.model.frontend_config.frames(end)
         return result, end

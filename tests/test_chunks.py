@@ -176,3 +176,18 @@ def test_default_settings_equal_panns_inference_on_the_whole_recording(fixture_c
     else:
         assert got["framewise_output"].shape == want["framewise_output"].shape
         assert np.abs(got["framewise_output"] - want["framewise_output"]).max() <= 1e-4
+
+
+@requires_fixtures
+def test_chunks_batched_in_one_pass_give_the_same_result(plain):
+    """On a GPU several equal-length chunks share a forward pass; the result does not change."""
+    tagger, plan = plain("Cnn10")
+    x = (np.random.default_rng(4).standard_normal(6 * plan.core + plan.margin + 99) * 0.1).astype(np.float32)
+    one = tagger.infer(x)
+    tagger._engine.chunks_per_pass = 3
+    try:
+        batched = tagger.infer(x)
+    finally:
+        tagger._engine.chunks_per_pass = 1
+    for key in one:
+        assert np.abs(one[key] - batched[key]).max() <= 1e-5
