@@ -119,10 +119,6 @@ class Engine:
             self.whole = whole
             if whole is not None:
                 self.plan = ChunkPlan.for_model(model, whole)
-        # chunks per forward pass: on the CPU one bounds memory; a GPU takes as many samples as
-        # a batch of 10 s clips
-        chunk = (self.plan.core + 2 * self.plan.margin) if self.plan else 1
-        self.chunks_per_pass = 1 if device.type == "cpu" else max(1, batch_size * 10 * rate // chunk)
         else:
             if isinstance(window, bool) or not isinstance(window, numbers.Real) or not window > 0 or (
                     hop is not None and not 0 < hop <= window):
@@ -138,6 +134,10 @@ class Engine:
                     "so audio between windows would never reach the network; use window >= "
                     f"{self.segment_samples / rate:g} or window=None for exact whole-input results")
             self.whole = None if whole is None else max(self.window, whole)  # longest input run whole
+        # chunks per forward pass: on the CPU one bounds memory; a GPU takes as many samples as
+        # a batch of 10 s clips
+        chunk = (self.plan.core + 2 * self.plan.margin) if self.plan else 1
+        self.chunks_per_pass = 1 if device.type == "cpu" else max(1, batch_size * 10 * rate // chunk)
 
     # -- inputs --------------------------------------------------------------------------------
 
