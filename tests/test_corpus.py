@@ -71,7 +71,7 @@ def tagger(cnn6, labels_csv):
 def run(cnn6, labels_csv):
     """``run(*args) -> exit status`` of panns-tag with the Cnn6 fixture checkpoint and labels."""
     def go(*args: str) -> int:
-        return main([*args, "-c", cnn6, "--labels", str(labels_csv), "--no-progress", "--whole-up-to", "0"])
+        return main([*args, "-c", cnn6, "--labels", str(labels_csv), "--no-progress", "--window", "10", "--whole-up-to", "0"])
     return go
 
 
