@@ -1,21 +1,23 @@
-"""Running a network over many clips: grouping by length, batching, long-recording windows.
+"""Running a network over many clips: grouping by length, batching, long recordings.
 
 Rules that keep results exact:
 
 * Clips are grouped by the length the network will see (after short-clip padding) and only
   equal lengths share a batch; nothing is padded to match another clip.
-* A clip up to ``whole_up_to`` seconds (at least one window) runs whole, so its result is the
-  reference's.
-* A longer clip runs as overlapping windows (see :mod:`panns_infer.windows`). Clip-level
-  outputs aggregate the windows (``"max"`` or ``"mean"``), segment outputs of decision-level
-  models are stitched keeping each window's centre. Files are streamed block by block, so
-  memory does not grow with their length.
+* A clip up to ``whole_up_to`` seconds runs whole, in one pass, as the reference runs it.
+* By default (``window=None``) a longer clip runs in exact chunks (:mod:`panns_infer.chunks`):
+  its outputs are the whole input's, to float32 rounding, at memory bounded by the chunk size.
+* With ``window`` set, a longer clip runs as overlapping windows of that length instead
+  (:mod:`panns_infer.windows`): clip outputs aggregate the windows (``"max"`` or ``"mean"``),
+  segment outputs of decision-level models are stitched keeping each window's centre.
+* Files are streamed block by block either way, so memory does not grow with their length.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import math
 import numbers
 import os
 from collections import defaultdict
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 
 from .audio import Clip, probe_file
+from .chunks import ChunkPlan, StepAssembler, iter_chunks
 from .errors import InvalidArgumentError
 from .frontend import check_spectrogram
 from .models import PannsModel
@@ -40,7 +43,7 @@ ProgressCallback = Callable[[float, float], None]
 
 @dataclass(frozen=True)
 class LongFile:
-    """A file that runs as windows, decoded lazily.
+    """A file too long to run in one pass, decoded lazily (chunks or windows).
 
     Attributes:
         path: the file.
@@ -59,17 +62,20 @@ Item = Union[Clip, LongFile]
 
 
 class Engine:
-    """Runs one model on clips and long files, batched, windowed and exact.
+    """Runs one model on clips and long files, batched, chunked or windowed, and exact.
 
     Args:
         model: the network (in eval mode, on ``device``).
         device: where batches are sent.
         batch_size: clips (or windows) per forward pass.
-        window: window length in seconds for long inputs; ``None`` runs every input whole.
+        window: ``None`` (default): every input gives the whole-input result, inputs longer
+            than ``whole_up_to`` computed in exact chunks of about that length. A number:
+            inputs longer than ``whole_up_to`` run as overlapping windows of this many
+            seconds, aggregated (at least one final step of the network, 0.32 s for Cnn14).
         hop: seconds between window starts (rounded down to whole segments); default: half
             the window.
-        whole_up_to: inputs up to this many seconds (and at least up to one window) run
-            whole; longer ones run as windows.
+        whole_up_to: inputs up to this many seconds run whole in one pass (``math.inf``: every
+            input); with windows, at least one window. Exact chunks keep this many seconds each.
         precision: ``"fp32"`` (exact), or on CUDA ``"tf32"``, ``"fp16"``, ``"bf16"``.
         optimize: on the CPU in ``fp32``, run batches through :func:`panns_infer.fast.optimize`'s
             module (same outputs to float32 rounding, faster) where the architecture has one.
@@ -78,16 +84,24 @@ class Engine:
             front end and head, but cannot run on its own any more.
         spectrogram: how that faster module computes the power spectrogram: ``"reference"``
             (exact) or ``"fft"`` (faster, deviates on tonal audio; see :func:`panns_infer.fast.optimize`).
+        aggregate: how windows' clip outputs combine (``"max"`` or ``"mean"``), the same rule for
+            probabilities and embeddings; unused without windows.
+
+    Raises:
+        InvalidArgumentError: an option out of range, or windows that would leave samples out.
     """
 
     def __init__(self, model: PannsModel, device: torch.device, *, batch_size: int,
-                 window: Optional[float], hop: Optional[float], whole_up_to: float = 0.0,
-                 precision: str = "fp32", optimize: bool = True, spectrogram: str = "reference") -> None:
+                 window: Optional[float], hop: Optional[float], whole_up_to: float = 30.0,
+                 precision: str = "fp32", optimize: bool = True, spectrogram: str = "reference",
+                 aggregate: str = "max") -> None:
         if precision not in PRECISIONS:
             raise InvalidArgumentError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if precision != "fp32" and device.type != "cuda":
             raise InvalidArgumentError(f"precision={precision!r} needs a CUDA device; on {device} use 'fp32'")
         check_spectrogram(spectrogram)
+        if aggregate not in AGGREGATIONS:
+            raise InvalidArgumentError(f"aggregate must be one of {AGGREGATIONS}, got {aggregate!r}")
         self.model = model
         self.runner: torch.nn.Module = model  # what batches run through
         if optimize and device.type == "cpu" and precision == "fp32":
@@ -98,30 +112,51 @@ class Engine:
         self.device = device
         self.precision = precision
         self.batch_size = batch_size
+        self.aggregate = aggregate
         rate = model.sample_rate
         self.segment_samples = model.frontend_config.hop_size * model.frames_per_segment
         if isinstance(whole_up_to, bool) or not isinstance(whole_up_to, numbers.Real) or not whole_up_to >= 0:
             raise InvalidArgumentError(f"need whole_up_to >= 0 seconds, got {whole_up_to!r}")
+        whole = None if math.isinf(whole_up_to) else int(round(whole_up_to * rate))
+        self.plan: Optional[ChunkPlan] = None
         if window is None:
-            self.window = self.hop = self.whole = None
+            self.window = self.hop = None
+            self.whole = whole
+            if whole is not None:
+                self.plan = ChunkPlan.for_model(model, whole)
         else:
-            if not window > 0 or (hop is not None and not 0 < hop <= window):
+            if isinstance(window, bool) or not isinstance(window, numbers.Real) or not window > 0 or (
+                    hop is not None and not 0 < hop <= window):
                 raise InvalidArgumentError(f"need window > 0 and 0 < hop <= window seconds, got "
                                            f"window={window!r}, hop={hop!r}")
             self.window = max(int(round(window * rate)), model.min_samples)
             hop_samples = int(round((window / 2 if hop is None else hop) * rate))
             self.hop = max(self.segment_samples, hop_samples // self.segment_samples * self.segment_samples)
-            self.whole = max(self.window, int(round(whole_up_to * rate)))  # longest input run whole
+            if self.hop > self.window:
+                raise InvalidArgumentError(
+                    f"window={window!r} s is shorter than one step of the window grid "
+                    f"({self.segment_samples / rate:g} s: windows start on the network's segment grid), "
+                    "so audio between windows would never reach the network; use window >= "
+                    f"{self.segment_samples / rate:g} or window=None for exact whole-input results")
+            self.whole = None if whole is None else max(self.window, whole)  # longest input run whole
+        # chunks per forward pass: on the CPU one bounds memory; a GPU takes as many samples as
+        # a batch of 10 s clips
+        chunk = (self.plan.core + 2 * self.plan.margin) if self.plan else 1
+        self.chunks_per_pass = 1 if device.type == "cpu" else max(1, batch_size * 10 * rate // chunk)
 
     # -- inputs --------------------------------------------------------------------------------
 
     def is_long(self, num_samples: int) -> bool:
-        """Whether an input of this many samples runs as windows."""
+        """Whether an input of this many samples runs in chunks or windows (not in one pass)."""
         return self.whole is not None and num_samples > self.whole
 
+    def chunked(self, num_samples: int) -> bool:
+        """Whether an input of this many samples runs in exact chunks."""
+        return self.plan is not None and self.is_long(num_samples)
+
     def file_item(self, path: Union[str, os.PathLike]) -> Optional[LongFile]:
-        """A :class:`LongFile` for a file that runs as windows, else ``None``."""
-        if self.window is None:
+        """A :class:`LongFile` for a file too long for one pass, else ``None``."""
+        if self.whole is None:
             return None
         frames, rate = probe_file(path)
         target = self.model.sample_rate
@@ -129,7 +164,8 @@ class Engine:
         return LongFile(os.fspath(path), num_samples) if self.is_long(num_samples) else None
 
     def spans(self, num_samples: int) -> list[tuple[int, int]]:
-        if not self.is_long(num_samples):
+        """The windows of an input (one span, the whole input, unless it runs as windows)."""
+        if self.window is None or not self.is_long(num_samples):
             return [(0, num_samples)]
         return plan_windows(num_samples, window=self.window, hop=self.hop, align=self.segment_samples)
 
@@ -157,15 +193,17 @@ class Engine:
                         results[jobs[i][0]] = {k: v[row] for k, v in arrays.items()}
         return results
 
-    def run(self, items: Sequence[Item], outputs: Sequence[str], *, aggregate: str = "max",
+    def run(self, items: Sequence[Item], outputs: Sequence[str], *, aggregate: Optional[str] = None,
             callback: Optional[ProgressCallback] = None) -> list[dict[str, np.ndarray]]:
         """Per-item outputs, in order.
 
         ``outputs`` names model outputs (``clipwise_output``, ``embedding``,
-        ``segmentwise_output``; the last also adds ``num_frames``). Long items run as
-        windows: clip outputs are reduced with ``aggregate``, segments are stitched.
+        ``segmentwise_output``; the last also adds ``num_frames``). Long items run in exact
+        chunks, or as windows when the engine has a ``window``: then clip outputs are
+        reduced with ``aggregate`` (default: the engine's) and segments are stitched.
         ``callback(seconds_done, seconds_total)`` is called after each batch.
         """
+        aggregate = self.aggregate if aggregate is None else aggregate
         if aggregate not in AGGREGATIONS:
             raise InvalidArgumentError(f"aggregate must be one of {AGGREGATIONS}, got {aggregate!r}")
         rate = self.model.sample_rate
@@ -182,23 +220,78 @@ class Engine:
         for i, item in enumerate(items):
             if results[i] is not None:
                 continue
-            length = item.num_samples if isinstance(item, LongFile) else len(item.samples)
-            spans = self.spans(length)
+
+            def progress(end: int, _done: int = done) -> None:
+                if callback:
+                    callback((_done + end) / rate, total / rate)
+
+            results[i], _ = self.run_long(item, outputs, aggregate=aggregate, progress=progress)
+            done += item.num_samples if isinstance(item, LongFile) else len(item.samples)
+        return results  # type: ignore[return-value]
+
+    def run_long(self, item: Item, outputs: Sequence[str], *, aggregate: Optional[str] = None,
+                 progress: Optional[Callable[[int], None]] = None) -> tuple[dict[str, np.ndarray], int]:
+        """Outputs of one item too long for one pass, and the number of samples it held.
+
+        ``progress(samples_done)`` is called after each pass. A file whose header promised
+        audio it does not hold is read whole instead (what it holds is short).
+        """
+        aggregate = self.aggregate if aggregate is None else aggregate
+        length = item.num_samples if isinstance(item, LongFile) else len(item.samples)
+        if self.chunked(length):
+            result, end = self._run_chunks(item, outputs, progress)
+        else:
             pieces: list[tuple[int, dict]] = []
             end = 0
-            for start, stop, out in self.over_spans(item, spans, outputs):
+            for start, stop, out in self.over_spans(item, self.spans(length), outputs):
                 pieces.append((start, out))
                 end = stop
-                if callback:
-                    callback((done + end) / rate, total / rate)
-            if not pieces:  # a header that promised audio the file does not hold
-                from .audio import read_audio
+                if progress:
+                    progress(end)
+            result = self._finish(pieces, outputs, end, aggregate) if pieces else None
+        if result is None:  # a header that promised audio the file does not hold
+            from .audio import read_audio
 
-                results[i] = self.run([read_audio(item.path, rate)], outputs, aggregate=aggregate)[0]
-            else:
-                results[i] = self._finish(pieces, outputs, end, aggregate)
-            done += length
-        return results  # type: ignore[return-value]
+            clip = read_audio(item.path, self.model.sample_rate)  # type: ignore[union-attr]
+            return self.run([clip], outputs, aggregate=aggregate)[0], len(clip.samples)
+        return result, end
+
+    def _run_chunks(self, item: Item, outputs: Sequence[str],
+                    progress: Optional[Callable[[int], None]]) -> tuple[Optional[dict], int]:
+        """Exact chunked inference (:mod:`panns_infer.chunks`); ``(None, 0)`` for no samples."""
+        assert self.plan is not None
+        if isinstance(item, LongFile):
+            blocks: Iterable[np.ndarray] = read_blocks(item.path, self.model.sample_rate)
+        else:
+            blocks = [item.samples]
+        assembler = StepAssembler(self.runner, outputs)  # type: ignore[arg-type]
+        end = 0
+        with torch.inference_mode(), precision_scope(self.device, self.precision) as scope:
+            for group in _equal_length_groups(iter_chunks(blocks, self.plan), self.chunks_per_pass):
+                batch = np.stack([self._padded(chunk) for chunk in group])
+                tensor = torch.from_numpy(batch).to(self.device)
+                steps = scope.run(self.runner.step_outputs, tensor)  # type: ignore[union-attr]
+                for row, chunk in enumerate(group):
+                    assembler.add({k: v[row:row + 1, chunk.keep_from:chunk.keep_to] for k, v in steps.items()})
+                    end = chunk.start + len(chunk.samples)
+                del steps, tensor
+                if isinstance(item, LongFile):
+                    _trim_heap()
+                if progress:
+                    progress(end)
+        if not end:
+            return None, 0
+        result: dict = assembler.finish()
+        if "segmentwise_output" in outputs:
+            result["num_frames"] = self.model.frontend_config.frames(end)
+        return result, end
+
+    def _padded(self, chunk) -> np.ndarray:
+        """A chunk's samples, zero-padded where the recording ends as the whole input would be."""
+        if not chunk.last:
+            return chunk.samples
+        end = chunk.start + len(chunk.samples)
+        return np.pad(chunk.samples, (0, self.model.target_length(end) - end))
 
     def over_spans(self, item: Item, spans: Sequence[tuple[int, int]],
                    outputs: Sequence[str]) -> Iterator[tuple[int, int, dict]]:
@@ -250,6 +343,18 @@ def _trim_heap() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+def _equal_length_groups(chunks: Iterable, size: int) -> Iterator[list]:
+    """Consecutive chunks in groups of at most ``size`` that share one length."""
+    group: list = []
+    for chunk in chunks:
+        if group and (len(group) == size or len(chunk.samples) != len(group[0].samples) or chunk.last):
+            yield group
+            group = []
+        group.append(chunk)
+    if group:
+        yield group
 
 
 def _batched(jobs: Iterable[tuple[int, np.ndarray]], size: int) -> Iterator[list[tuple[int, np.ndarray]]]:

@@ -93,13 +93,20 @@ class AudioTagger:
         labels: a path to an AudioSet-format label CSV, or a list of class names. By
             default the AudioSet list shipped with the package is used (no download).
         batch_size: clips (or windows of long inputs) per forward pass.
-        window: inputs longer than ``whole_up_to`` run as overlapping windows this many
-            seconds long (10 s, the training clip length), which bounds memory for
-            recordings of any length; ``None`` runs every input whole, as the reference does.
+        window: ``None`` (default): every input gives the reference's whole-input result;
+            inputs longer than ``whole_up_to`` are computed in exact overlapping chunks, so
+            memory stays bounded for recordings of any length. A number (e.g. ``10.0``, the
+            training clip length): inputs longer than ``whole_up_to`` run as overlapping
+            windows this many seconds long, whose outputs combine by ``aggregate``.
         hop: seconds between windows, rounded down to whole 0.32 s segments (default:
             half the window).
-        whole_up_to: inputs up to this many seconds (30 s; at least one window) run whole,
-            as the reference runs them, so their results are the reference's.
+        whole_up_to: inputs up to this many seconds (30 s) run whole in one pass; longer
+            ones in exact chunks keeping about this many seconds each (or as windows).
+            ``math.inf`` runs every input in one pass, whatever the memory it needs.
+        aggregate: with windows, how an input's windows combine into its clip outputs, the
+            same rule for tags, embeddings, framewise clip scores and :meth:`infer`:
+            ``"max"`` (default; a class is as present as in its strongest window) or
+            ``"mean"``.
         precision: ``"fp32"`` (default; equal to the reference), or on CUDA ``"tf32"``,
             ``"fp16"`` or ``"bf16"`` for speed, with the tolerances the README gives.
         sha256: checksum of a URL checkpoint (recommended).
@@ -128,8 +135,8 @@ class AudioTagger:
     def __init__(self, checkpoint: Union[PathLike, Checkpoint] = DEFAULT_CHECKPOINT, *,
                  arch: Optional[str] = None, device: Union[str, torch.device] = "auto",
                  labels: Union[PathLike, Sequence[str], None] = None, batch_size: int = 8,
-                 window: Optional[float] = 10.0, hop: Optional[float] = None, whole_up_to: float = 30.0,
-                 precision: str = "fp32",
+                 window: Optional[float] = None, hop: Optional[float] = None, whole_up_to: float = 30.0,
+                 aggregate: str = "max", precision: str = "fp32",
                  sha256: Optional[str] = None, offline: Optional[bool] = None,
                  progress: Optional[bool] = None, optimize: bool = True,
                  spectrogram: SpectrogramMethod = "reference") -> None:
@@ -149,7 +156,7 @@ class AudioTagger:
         self._net.to(self.device)
         self._engine = Engine(self._net, self.device, batch_size=batch_size, window=window, hop=hop,
                               whole_up_to=whole_up_to, precision=precision, optimize=optimize,
-                              spectrogram=spectrogram)
+                              spectrogram=spectrogram, aggregate=aggregate)
         self._labels_arg = labels
         self._labels: Optional[list[str]] = None
         self._labels_lock = threading.Lock()
@@ -212,7 +219,7 @@ class AudioTagger:
     # -- inference -----------------------------------------------------------------------------
 
     def _items(self, x: Any, sample_rate: Optional[int]) -> tuple[list[Item], bool]:
-        """Inputs as clips in memory, or :class:`LongFile` for files that run as windows."""
+        """Inputs as clips in memory, or :class:`LongFile` for files too long for one pass."""
 
         def long_file(el: Any) -> Optional[LongFile]:
             if isinstance(el, (str, os.PathLike)) and Path(el).is_file():
@@ -229,7 +236,7 @@ class AudioTagger:
             return [item if item is not None else next(clips) for item in longs], False
         return as_clips(x, sample_rate=sample_rate, target_rate=self.sample_rate)
 
-    def tag(self, x: Any, *, sample_rate: Optional[int] = None, top_k: int = 10, aggregate: str = "max",
+    def tag(self, x: Any, *, sample_rate: Optional[int] = None, top_k: int = 10, aggregate: Optional[str] = None,
             callback: Optional[ProgressCallback] = None) -> Union[Tags, list[Tags]]:
         """Clip-level tags.
 
@@ -238,8 +245,8 @@ class AudioTagger:
                 list mixing paths and 1-D arrays of any lengths.
             sample_rate: the rate of arrays/tensors (default: :attr:`sample_rate`).
             top_k: how many labels to keep in ``Tags.labels``/``Tags.scores``.
-            aggregate: how the windows of an input longer than ``whole_up_to`` combine: ``"max"``
-                (a class is as present as in its strongest window) or ``"mean"``.
+            aggregate: with windows, how an input's windows combine (default: the tagger's
+                ``aggregate``); unused in the default exact mode.
             callback: called as ``callback(seconds_done, seconds_total)`` while running.
 
         Returns:
@@ -258,12 +265,12 @@ class AudioTagger:
                 for o, c in zip(outs, items)]
         return tags[0] if single else tags
 
-    def embed(self, x: Any, *, sample_rate: Optional[int] = None, aggregate: str = "mean",
+    def embed(self, x: Any, *, sample_rate: Optional[int] = None, aggregate: Optional[str] = None,
               callback: Optional[ProgressCallback] = None) -> np.ndarray:
         """Embeddings (the penultimate layer), ``(D,)`` for one clip or ``(N, D)`` for several.
 
-        An input longer than ``whole_up_to`` gives the ``"mean"`` (default) or ``"max"`` of its
-        windows' embeddings.
+        With windows, an input longer than ``whole_up_to`` gives the ``aggregate`` (default:
+        the tagger's) of its windows' embeddings; by default it is the whole input's embedding.
 
         Raises:
             UnsupportedOperationError: the checkpoint is decision-level (no embedding).
@@ -287,8 +294,10 @@ class AudioTagger:
                   callback: Optional[ProgressCallback] = None) -> Union[Framewise, list[Framewise]]:
         """Frame-level probabilities for sound event detection (decision-level checkpoints).
 
-        An input longer than ``whole_up_to`` runs as overlapping windows whose outputs are
-        stitched keeping each window's centre; its ``clipwise`` is the max over windows.
+        By default every input's frames are the whole input's (long ones computed in exact
+        chunks). With windows, an input longer than ``whole_up_to`` runs as overlapping
+        windows whose frames are stitched keeping each window's centre, and its ``clipwise``
+        combines the windows by the tagger's ``aggregate``.
 
         Raises:
             UnsupportedOperationError: the checkpoint is clip-level.
@@ -361,15 +370,22 @@ class AudioTagger:
             spec = self._net.spectrogram_extractor(wave[None].to(self.device))
             return self._net.logmel_extractor(spec)[0, 0].cpu().numpy()
 
-    def infer(self, x: Any, *, sample_rate: Optional[int] = None) -> list[dict[str, np.ndarray]]:
+    def infer(self, x: Any, *, sample_rate: Optional[int] = None) -> Union[dict[str, np.ndarray],
+                                                                          list[dict[str, np.ndarray]]]:
         """Every raw output of the network (``clipwise_output``, ``embedding`` or
-        ``framewise_output``) for each clip, as numpy arrays; always a list.
+        ``framewise_output``) as numpy arrays: one dict for one clip, a list for a batch or
+        list. Long inputs follow the same rule as :meth:`tag` and :meth:`embed`.
+
+        >>> AudioTagger("Cnn14").infer("dog.flac")["embedding"].shape      # doctest: +SKIP
+        (2048,)
         """
-        items, _ = self._items(x, sample_rate)
+        items, single = self._items(x, sample_rate)
         if not self._net.has_framewise:
-            return self._engine.run(items, ["clipwise_output", "embedding"])
-        outs = self._engine.run(items, ["clipwise_output", "segmentwise_output"])
-        return [{"clipwise_output": o["clipwise_output"], "framewise_output": self._frames(o)} for o in outs]
+            outs = self._engine.run(items, ["clipwise_output", "embedding"])
+        else:
+            outs = [{"clipwise_output": o["clipwise_output"], "framewise_output": self._frames(o)}
+                    for o in self._engine.run(items, ["clipwise_output", "segmentwise_output"])]
+        return outs[0] if single else outs
 
     def _frames(self, out: dict) -> np.ndarray:
         return expand_segments(out["segmentwise_output"], out["num_frames"], self._net.frames_per_segment)

@@ -1,7 +1,8 @@
 """Long recordings: streaming decode and resampling, window plans, and stitching.
 
-A recording longer than the network's window (10 s by default, the training clip length)
-runs as overlapping windows. Files are decoded block by block and resampled in a streaming
+With ``AudioTagger(window=10.0)`` (the training clip length), a recording longer than
+``whole_up_to`` runs as overlapping windows (by default it runs in exact chunks instead,
+:mod:`panns_infer.chunks`; both stream the file). Files are decoded block by block and resampled in a streaming
 way that gives the same samples as resampling the whole file at once, so memory does not
 grow with the recording's length.
 

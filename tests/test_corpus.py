@@ -29,7 +29,7 @@ from panns_infer.errors import AudioDecodeError, InvalidArgumentError, OutputFil
 HEADER = RunHeader(model="test", sha256="0" * 64, arch="Cnn6", options={})
 
 # name, seconds, rate, channels: formats, rates, stereo, a file longer than the 10 s window
-# (run as windows: the taggers here use whole_up_to=0), one shorter than Cnn6's minimum (padded), and two of equal length
+# (run as windows: the taggers here use window=10.0, whole_up_to=0), one shorter than Cnn6's minimum (padded), and two of equal length
 CORPUS = [
     ("a.wav", 1.0, 32000, 1),
     ("b.wav", 1.0, 32000, 2),
@@ -67,14 +67,14 @@ def cnn6(fixture_checkpoint):
 
 @pytest.fixture(scope="module")
 def tagger(cnn6, labels_csv):
-    return AudioTagger(cnn6, labels=labels_csv, device="cpu", whole_up_to=0)
+    return AudioTagger(cnn6, labels=labels_csv, device="cpu", window=10.0, whole_up_to=0)
 
 
 @pytest.fixture
 def run(cnn6, labels_csv):
     """``run(*args) -> exit status`` of panns-tag with the Cnn6 fixture checkpoint and labels."""
     def go(*args: str) -> int:
-        return main([*args, "-c", cnn6, "--labels", str(labels_csv), "--no-progress", "--whole-up-to", "0"])
+        return main([*args, "-c", cnn6, "--labels", str(labels_csv), "--no-progress", "--window", "10", "--whole-up-to", "0"])
     return go
 
 

@@ -208,7 +208,7 @@ def cnn6_path(fixture_checkpoint) -> Path:
 
 @pytest.fixture(scope="module")
 def tagger(cnn6_path, labels_csv) -> AudioTagger:
-    return AudioTagger(cnn6_path, device="cpu", labels=labels_csv, whole_up_to=0)
+    return AudioTagger(cnn6_path, device="cpu", labels=labels_csv, window=10.0, whole_up_to=0)
 
 
 def _assert_valid(tags) -> None:

@@ -15,7 +15,7 @@ from panns_infer.errors import AudioDecodeError, InvalidArgumentError
 from panns_infer.integrations.ray import PannsPredictor
 
 # seconds, rate, channels, extension: short clips of several formats and rates, and one longer
-# than the 10 s window (which runs as windows: whole_up_to=0 throughout)
+# than the 10 s window (which runs as windows: window=10.0, whole_up_to=0 throughout)
 CLIPS = [(1.0, 32000, 1, "wav"), (1.0, 32000, 2, "wav"), (2.2, 44100, 1, "flac"), (1.3, 16000, 2, "ogg"),
          (0.4, 48000, 1, "flac"), (10.6, 22050, 1, "ogg"), (3.0, 32000, 1, "wav")]
 
@@ -39,7 +39,7 @@ def setup(fixture_checkpoint, labels_csv, tmp_path_factory):
 
     ckpt = str(fixture_checkpoint("Cnn6"))
     files = _corpus(tmp_path_factory.mktemp("ray_corpus"))
-    tagger = AudioTagger(ckpt, labels=labels_csv, device="cpu", whole_up_to=0)
+    tagger = AudioTagger(ckpt, labels=labels_csv, device="cpu", window=10.0, whole_up_to=0)
     expected = {p: (tagger.tag(p, top_k=4), tagger.embed(p)) for p in files}
     return {"checkpoint": ckpt, "labels": str(labels_csv), "files": files, "expected": expected}
 
@@ -64,7 +64,7 @@ def test_paths_bytes_and_pandas_batches_equal_the_tagger(setup, tmp_path):
     pytest.importorskip("pyarrow", reason=NEEDS_ARROW)
     pd = pytest.importorskip("pandas", reason="the pandas batch format needs pandas")
     files = setup["files"]
-    predictor = PannsPredictor(setup["checkpoint"], labels=setup["labels"], device="auto", top_k=4, whole_up_to=0,
+    predictor = PannsPredictor(setup["checkpoint"], labels=setup["labels"], device="auto", top_k=4, window=10.0, whole_up_to=0,
                                embeddings=True)
     assert predictor.tagger.device.type in ("cpu", "cuda")
 
@@ -96,7 +96,7 @@ def test_bad_rows_are_recorded_or_raised(setup, tmp_path):
     bad = tmp_path / "bad.wav"
     bad.write_text("not audio")
     files = [setup["files"][0], str(bad)]
-    predictor = PannsPredictor(setup["checkpoint"], labels=setup["labels"], device="cpu", top_k=4, whole_up_to=0)
+    predictor = PannsPredictor(setup["checkpoint"], labels=setup["labels"], device="cpu", top_k=4, window=10.0, whole_up_to=0)
     out = predictor({"path": np.array(files)})
     errors = out["error"].to_pylist()
     assert errors[0] is None and "bad.wav" in errors[1]
@@ -129,7 +129,7 @@ def test_map_batches_on_a_local_ray_instance(setup, tmp_path):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         kwargs = {"checkpoint": setup["checkpoint"], "labels": setup["labels"], "top_k": 4, "embeddings": True,
-                  "whole_up_to": 0}
+                  "window": 10.0, "whole_up_to": 0}
         ds = ray.data.read_binary_files(str(folder), include_paths=True)
         out = ds.map_batches(PannsPredictor, fn_constructor_kwargs=kwargs, batch_size=3,
                              compute=ray.data.ActorPoolStrategy(size=1))

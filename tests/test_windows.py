@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tracemalloc
 
 import numpy as np
@@ -66,7 +67,7 @@ def test_stitch_keeps_the_centre_of_overlaps():
 @pytest.fixture(scope="module")
 def sed(fixture_checkpoint):
     return AudioTagger(fixture_checkpoint("Cnn14_DecisionLevelMax", name="Cnn14_DecisionLevelMax.pth"),
-                       device="cpu", labels=NAMES, whole_up_to=0)
+                       device="cpu", labels=NAMES, window=10.0, whole_up_to=0)
 
 
 @requires_fixtures
@@ -93,26 +94,47 @@ def test_no_window_at_most_one_window_is_the_whole_clip(sed, fixture_checkpoint)
 
 
 @requires_fixtures
-def test_inputs_up_to_whole_up_to_run_whole_and_longer_ones_as_windows(fixture_checkpoint, tmp_path):
-    """By default (whole_up_to=30) a 20 s input gives the whole-input (reference) result, as
-    array and as file; a 31 s one runs as 10 s windows."""
+def test_every_length_gives_the_whole_input_result_by_default_and_windows_on_request(fixture_checkpoint, tmp_path):
+    """By default a 20 s input runs in one pass and a 31 s one in exact chunks: both give the
+    one-pass (reference) result, as array and as file; 10 s windows differ."""
     path = fixture_checkpoint("Cnn6")
     default = AudioTagger(path, device="cpu", labels=NAMES)
-    whole = AudioTagger(path, device="cpu", labels=NAMES, window=None)
-    windows = AudioTagger(path, device="cpu", labels=NAMES, whole_up_to=0)
+    one_pass = AudioTagger(path, device="cpu", labels=NAMES, whole_up_to=math.inf)
+    windows = AudioTagger(path, device="cpu", labels=NAMES, window=10.0, whole_up_to=0)
     rng = np.random.default_rng(8)
     x20 = (rng.standard_normal(20 * 32000) * 0.1).astype(np.float32)
     x31 = (rng.standard_normal(31 * 32000) * 0.1).astype(np.float32)
-    soundfile.write(tmp_path / "x20.wav", x20, 32000, subtype="FLOAT")
-    for clip in (x20, str(tmp_path / "x20.wav")):
+    soundfile.write(tmp_path / "x31.wav", x31, 32000, subtype="FLOAT")
+    assert not default._engine.chunked(len(x20)) and default._engine.chunked(len(x31))
+    for clip in (x20, x31, str(tmp_path / "x31.wav")):
         got = default.tag(clip).probabilities
-        np.testing.assert_allclose(got, whole.tag(clip).probabilities, atol=1e-6)
-        assert np.abs(got - windows.tag(clip).probabilities).max() > 1e-4  # windows would differ
-    np.testing.assert_allclose(default.tag(x31).probabilities, windows.tag(x31).probabilities, atol=1e-6)
-    assert np.abs(default.tag(x31).probabilities - whole.tag(x31).probabilities).max() > 1e-4
+        np.testing.assert_allclose(got, one_pass.tag(clip).probabilities, rtol=0, atol=1e-5)
+        assert np.abs(got - windows.tag(clip).probabilities).max() > 1e-4  # windows differ
     for bad in (-1, float("nan"), "30", True):
         with pytest.raises(InvalidArgumentError, match="whole_up_to"):
             AudioTagger(path, device="cpu", labels=NAMES, whole_up_to=bad)
+
+
+@requires_fixtures
+@pytest.mark.parametrize("window, hop", [(0.2, 0.1), (0.31, None), (0.3, 0.3)])
+def test_windows_shorter_than_the_window_grid_are_refused(fixture_checkpoint, window, hop):
+    """Windows start on the 0.32 s segment grid: a shorter window would leave audio between
+    windows that never reaches the network (0.2 s every 0.32 s skipped 37%)."""
+    with pytest.raises(InvalidArgumentError, match="never reach the network"):
+        AudioTagger(fixture_checkpoint("Cnn6"), device="cpu", labels=NAMES, window=window, hop=hop)
+
+
+@requires_fixtures
+@pytest.mark.parametrize("window, hop", [(0.32, None), (0.5, 0.1), (10.0, 4.8)])
+def test_windows_cover_every_sample(fixture_checkpoint, window, hop):
+    tagger = AudioTagger(fixture_checkpoint("Cnn6"), device="cpu", labels=NAMES, window=window, hop=hop,
+                         whole_up_to=0)
+    n = 32000 * 12 + 17
+    spans = tagger._engine.spans(n)
+    covered = np.zeros(n, bool)
+    for a, b in spans:
+        covered[a:b] = True
+    assert covered.all() and len(spans) > 1
 
 
 @requires_fixtures

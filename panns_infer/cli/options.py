@@ -37,11 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export-onnx", metavar="FILE.onnx",
                    help="write --checkpoint's network as ONNX, checked with onnxruntime, and exit "
                         "(needs: pip install 'panns-infer[onnx]')")
-    p.add_argument("--window", type=float, default=10.0,
-                   help="files longer than --whole-up-to run as overlapping windows this many seconds long "
-                        "(default: 10; 0 runs every file whole)")
+    p.add_argument("--window", type=float, default=None, metavar="SECONDS",
+                   help="files longer than --whole-up-to run as overlapping windows this many seconds long, "
+                        "their tags the max over windows (default, or 0: no windows; every file gives its "
+                        "whole-file result, long ones computed in exact chunks)")
     p.add_argument("--whole-up-to", type=float, default=30.0, metavar="SECONDS",
-                   help="files up to this long run whole, as the reference runs them (default: 30)")
+                   help="files up to this long run in one pass; longer ones in exact chunks of about this "
+                        "length, or as --window windows (default: 30)")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     corpus = p.add_argument_group("corpora")
     corpus.add_argument("--recursive", "-r", action="store_true", help="read the subfolders of directories too")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import io
 import logging
 import math
@@ -101,7 +100,7 @@ class _Prepared:
     result: FileResult
     samples: Optional[np.ndarray] = None
     spans: Sequence[tuple[int, int]] = ()
-    stream: Optional[LongFile] = None
+    stream: Optional[Union[LongFile, Clip]] = None
 
 
 def tag_corpus(tagger: "AudioTagger", sources: Iterable[Source], *, top_k: int = 10, tags: bool = True,
@@ -167,15 +166,14 @@ def tag_corpus(tagger: "AudioTagger", sources: Iterable[Source], *, top_k: int =
     cap = int(_MATERIALISE_SECONDS * tagger.sample_rate)
     flush_at = 2 * engine.batch_size  # windows gathered before a pass: room to group equal lengths
 
-    def finish(prep: _Prepared, pieces: list[tuple[int, dict]], end: int) -> FileResult:
+    def finish(prep: _Prepared, out: dict, end: int) -> FileResult:
         res = prep.result
         res.duration = end / tagger.sample_rate
         if tags:
-            probs = engine._finish(pieces, ["clipwise_output"], end, "max")["clipwise_output"]
-            res.tags = Tags.from_probabilities(probs, names, top_k=top_k, source=res.path, duration=res.duration,
-                                               sample_rate=res.sample_rate)
+            res.tags = Tags.from_probabilities(out["clipwise_output"], names, top_k=top_k, source=res.path,
+                                               duration=res.duration, sample_rate=res.sample_rate)
         if embeddings:
-            res.embedding = engine._finish(pieces, ["embedding"], end, "mean")["embedding"]
+            res.embedding = out["embedding"]
         return res
 
     def run(batch: list[_Prepared]) -> list[FileResult]:
@@ -189,21 +187,21 @@ def tag_corpus(tagger: "AudioTagger", sources: Iterable[Source], *, top_k: int =
                 results.append(prep.result)
             else:
                 pieces = [(a, outs[(i, k)]) for k, (a, _) in enumerate(prep.spans)]
-                results.append(finish(prep, pieces, prep.spans[-1][1]))
+                end = prep.spans[-1][1]
+                results.append(finish(prep, engine._finish(pieces, outputs, end, engine.aggregate), end))
         return results
 
     def stream(prep: _Prepared) -> FileResult:
         item: Union[LongFile, Clip] = prep.stream  # type: ignore[assignment]
         try:
-            report = None if callback is None else functools.partial(callback, prep.result.path)
-            pieces, end = _pieces(engine, item, outputs, report)
-            if not pieces:  # a header that promised audio the file does not hold
-                item = read_audio(prep.stream.path, tagger.sample_rate)  # type: ignore[union-attr]
-                pieces, end = _pieces(engine, item, outputs)
+            length = item.num_samples if isinstance(item, LongFile) else len(item.samples)
+            report = (None if callback is None else
+                      lambda done: callback(prep.result.path, done / tagger.sample_rate, length / tagger.sample_rate))
+            out, end = engine.run_long(item, outputs, progress=report)
         except PannsError as exc:
             prep.result.error, prep.result.exception = str(exc), exc
             return prep.result
-        return finish(prep, pieces, end)
+        return finish(prep, out, end)
 
     pending: list[_Prepared] = []
     windows = 0
@@ -232,19 +230,6 @@ def _default_workers(device: torch.device) -> int:
     return min(8, cores)
 
 
-def _pieces(engine: Any, item: Union[Clip, LongFile], outputs: list[str],
-            report: Optional[Callable[[float, float], None]] = None) -> tuple[list[tuple[int, dict]], int]:
-    length = item.num_samples if isinstance(item, LongFile) else len(item.samples)
-    rate = engine.model.sample_rate
-    pieces, end = [], 0
-    for start, stop, out in engine.over_spans(item, engine.spans(length), outputs):
-        pieces.append((start, out))
-        end = stop
-        if report is not None:
-            report(stop / rate, length / rate)
-    return pieces, end
-
-
 def _prepare(tagger: "AudioTagger", source: Source, cap: int) -> _Prepared:
     """Decode one source (in a worker thread): never raises, errors go into the result."""
     engine, rate = tagger._engine, tagger.sample_rate
@@ -264,7 +249,7 @@ def _prepare(tagger: "AudioTagger", source: Source, cap: int) -> _Prepared:
             item = items[0]
             if isinstance(item, LongFile):
                 res.sample_rate = probe_file(path)[1]
-                if item.num_samples > cap:
+                if item.num_samples > cap or engine.chunked(item.num_samples):
                     return _Prepared(res, stream=item)
                 blocks = list(read_blocks(path, rate))  # the samples the engine would stream
                 samples = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
@@ -279,6 +264,8 @@ def _prepare(tagger: "AudioTagger", source: Source, cap: int) -> _Prepared:
             res.error, res.exception = _describe(exc, path), exc
             return _Prepared(res)
     res.sample_rate = clip.original_rate
+    if engine.chunked(len(clip.samples)):
+        return _Prepared(res, stream=clip)
     return _Prepared(res, clip.samples, engine.spans(len(clip.samples)))
 
 

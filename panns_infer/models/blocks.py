@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..frontend import FrontEndConfig, LogmelFilterBank, Spectrogram
+from .reach import Reach
 
 __all__ = [
     "conv2d",
@@ -20,8 +21,12 @@ __all__ = [
     "ConvBlock5x5",
     "AttBlock",
     "PannsModel",
+    "GlobalPool",
+    "HEADS",
     "clip_head",
+    "time_steps",
     "upsample_framewise",
+    "module_reach",
 ]
 
 
@@ -52,6 +57,9 @@ class ConvBlock(nn.Module):
         x = F.relu(self.bn2(self.conv2(x)), inplace=True)
         return _avg_pool(x, self.pool)
 
+    def time_reach(self, r: Reach) -> Reach:
+        return r.conv(3).conv(3).pool(self.pool[0])
+
 
 class ConvBlock5x5(nn.Module):
     """conv5x5 -> BN -> ReLU -> avgpool(pool) (Cnn6)."""
@@ -64,6 +72,9 @@ class ConvBlock5x5(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _avg_pool(F.relu(self.bn1(self.conv1(x)), inplace=True), self.pool)
+
+    def time_reach(self, r: Reach) -> Reach:
+        return r.conv(5).pool(self.pool[0])
 
 
 class AttBlock(nn.Module):
@@ -80,9 +91,22 @@ class AttBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x ``(B, C, T')`` -> (clip ``(B, K)``, per-step class probabilities ``(B, K, T')``)."""
-        weights = torch.softmax(torch.clamp(self.att(x), -10.0, 10.0), dim=-1)
-        probs = torch.sigmoid(self.cla(x))
+        logits, probs = self.steps(x)
+        weights = torch.softmax(logits, dim=-1)
         return (weights * probs).sum(dim=-1), probs
+
+    def steps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x ``(B, C, T')`` -> (clamped attention logits, class probabilities), each ``(B, K, T')``:
+        the per-step values the softmax over time pools."""
+        return torch.clamp(self.att(x), -10.0, 10.0), torch.sigmoid(self.cla(x))
+
+
+def time_steps(x: torch.Tensor) -> torch.Tensor:
+    """A trunk's last map as per-step features ``(B, T', C)``: ``(B, C, T', F')`` averaged over
+    frequency, or ``(B, C, L)`` transposed."""
+    if x.dim() == 4:
+        x = x.mean(dim=3)
+    return x.transpose(1, 2)
 
 
 def clip_head(x: torch.Tensor, fc1: nn.Linear, fc_audioset: nn.Linear) -> dict[str, torch.Tensor]:
@@ -91,11 +115,91 @@ def clip_head(x: torch.Tensor, fc1: nn.Linear, fc_audioset: nn.Linear) -> dict[s
     Args:
         x: ``(B, C, T, F)`` for 2-D trunks or ``(B, C, L)`` for 1-D trunks.
     """
-    if x.dim() == 4:
-        x = x.mean(dim=3)
-    pooled = x.amax(dim=2) + x.mean(dim=2)
+    steps = time_steps(x)
+    return clip_from_pooled(steps.amax(dim=1) + steps.mean(dim=1), fc1, fc_audioset)
+
+
+def clip_from_pooled(pooled: torch.Tensor, fc1: nn.Linear, fc_audioset: nn.Linear) -> dict[str, torch.Tensor]:
+    """The clip head after pooling: ``pooled`` (max + mean over time, ``(B, C)``) -> fc1 -> ReLU
+    -> classifier."""
     embedding = F.relu(fc1(pooled))
     return {"clipwise_output": torch.sigmoid(fc_audioset(embedding)), "embedding": embedding}
+
+
+HEADS = ("clip", "max", "att")
+
+
+class GlobalPool:
+    """The pooling over the final time axis, computed piece by piece.
+
+    Every network's output depends on the whole input only through this pooling, so feeding
+    it the per-step outputs (:meth:`PannsModel.step_outputs`) of consecutive pieces gives the
+    same pooled values as feeding the whole sequence at once:
+
+    * ``"clip"`` (clip-level models): running max and sum of ``features`` -> ``max + mean``;
+    * ``"max"`` (decision-level max): running max of ``segmentwise_output``;
+    * ``"att"`` (attention): softmax over time of ``attention`` weighting
+      ``segmentwise_output``, with a running maximum so that the exponentials never overflow
+      (the log-sum-exp rearrangement).
+
+    Args:
+        head: one of :data:`HEADS`.
+        dtype: accumulation type (the whole-input forward pass uses float32 like the
+            reference; long inputs accumulate in float64).
+
+    >>> pool = GlobalPool("clip")
+    >>> x = torch.tensor([[[1.0], [3.0], [2.0], [6.0]]])
+    >>> pool.update({"features": x[:, :3]}); pool.update({"features": x[:, 3:]})
+    >>> pool.result()["pooled"]
+    tensor([[9.]])
+    """
+
+    def __init__(self, head: str, dtype: torch.dtype = torch.float32) -> None:
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        self.head = head
+        self.dtype = dtype
+        self.count = 0
+        self.state: dict[str, torch.Tensor] = {}
+
+    def update(self, steps: dict[str, torch.Tensor]) -> None:
+        """Add steps ``(B, T', D)`` (the next ones in time) of each per-step output."""
+        steps = {k: v.to(self.dtype) for k, v in steps.items()}
+        st = self.state
+        if self.head == "clip":
+            x = steps["features"]
+            part_max, part_sum = x.amax(dim=1), x.sum(dim=1)
+            self.count += x.shape[1]
+            if st:
+                st["max"], st["sum"] = torch.maximum(st["max"], part_max), st["sum"] + part_sum
+            else:
+                st["max"], st["sum"] = part_max, part_sum
+        elif self.head == "max":
+            part = steps["segmentwise_output"].amax(dim=1)
+            st["max"] = torch.maximum(st["max"], part) if st else part
+        else:
+            logits, probs = steps["attention"], steps["segmentwise_output"]
+            top = logits.amax(dim=1)
+            if st:
+                top = torch.maximum(st["top"], top)
+            e = torch.exp(logits - top[:, None])
+            part_norm, part_weighted = e.sum(dim=1), (e * probs).sum(dim=1)
+            if st:
+                rescale = torch.exp(st["top"] - top)
+                part_norm = part_norm + st["norm"] * rescale
+                part_weighted = part_weighted + st["weighted"] * rescale
+            st["top"], st["norm"], st["weighted"] = top, part_norm, part_weighted
+
+    def result(self) -> dict[str, torch.Tensor]:
+        """``{"pooled": (B, C)}`` for the clip head, ``{"clipwise_output": (B, K)}`` otherwise."""
+        st = self.state
+        if not st:
+            raise ValueError("no steps were pooled")
+        if self.head == "clip":
+            return {"pooled": st["max"] + st["sum"] / self.count}
+        if self.head == "max":
+            return {"clipwise_output": st["max"]}
+        return {"clipwise_output": st["weighted"] / st["norm"]}
 
 
 def upsample_framewise(seg: torch.Tensor, frames: int, ratio: int = 32) -> torch.Tensor:
@@ -128,6 +232,7 @@ class PannsModel(nn.Module):
     min_samples: int = 1
     embedding_size: Optional[int] = None
     has_framewise: bool = False
+    head: str = "clip"  # the global pooling: one of HEADS (see GlobalPool)
     frames_per_segment: int = 32  # STFT frames per step of the final time axis
 
     def __init__(self, frontend: FrontEndConfig, classes: int = 527) -> None:
@@ -154,8 +259,50 @@ class PannsModel(nn.Module):
         return out
 
     def forward_valid(self, waveform: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Forward pass on an input whose length the architecture accepts."""
+        """Forward pass on an input whose length the architecture accepts: per-step outputs,
+        pooled over the whole time axis, then the head."""
+        steps = self.step_outputs(waveform)
+        pool = GlobalPool(self.head)
+        pool.update(steps)
+        out = self.finish(pool.result())
+        if "segmentwise_output" in steps:
+            seg = steps["segmentwise_output"]
+            out["segmentwise_output"] = seg
+            out["framewise_output"] = upsample_framewise(seg, self.frontend_config.frames(waveform.shape[-1]),
+                                                         self.frames_per_segment)
+        return out
+
+    # -- the time-local part and the pooled head, for exact inference piece by piece ----------
+
+    def trunk_map(self, waveform: torch.Tensor) -> torch.Tensor:
+        """The last map before the clip head: ``(B, C, T', F')`` or ``(B, C, L)``."""
         raise NotImplementedError
+
+    def step_outputs(self, waveform: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Everything before the global pooling, per step of the final time axis ``(B, T', D)``.
+
+        Clip-level models give ``features`` (the trunk's map averaged over frequency);
+        decision-level ones ``segmentwise_output`` (and ``attention``, the clamped logits of
+        the attention head). Step ``i`` depends only on the input samples that
+        :meth:`time_reach` names, so these can be computed piece by piece.
+        """
+        return {"features": time_steps(self.trunk_map(waveform))}
+
+    def finish(self, pooled: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Clip outputs from :class:`GlobalPool`'s result."""
+        if self.head == "clip":
+            return clip_from_pooled(pooled["pooled"], self.fc1, self.fc_audioset)
+        return {"clipwise_output": pooled["clipwise_output"]}
+
+    def time_reach(self) -> Reach:
+        """Which input samples each step of :meth:`step_outputs` depends on (derived from the
+        layers; see :mod:`panns_infer.models.reach`)."""
+        raise NotImplementedError
+
+    def stft_reach(self) -> Reach:
+        """The centred STFT's frames: frame t reads samples ``t*hop - n_fft/2 .. t*hop + n_fft/2 - 1``."""
+        cfg = self.frontend_config
+        return Reach().layer(cfg.window_size, stride=cfg.hop_size, padding=cfg.window_size // 2)
 
     # -- log-mel stem, shared by every log-mel model -----------------------------------------
 
@@ -170,3 +317,33 @@ class PannsModel(nn.Module):
         """Waveform ``(B, N)`` -> normalised log-mel ``(B, 1, T, mel_bins)``."""
         x = self.logmel_extractor(self.spectrogram_extractor(waveform))
         return self.bn0(x.transpose(1, 3)).transpose(1, 3)
+
+
+_POINTWISE = (nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.Identity, nn.Dropout)
+
+
+def module_reach(module: nn.Module, r: Reach) -> Reach:
+    """The reach after ``module``, derived from its layers along the time axis (axis 0 of 2-D
+    kernels): sequences are walked in order, convolutions and pools slide, point-wise layers
+    keep the reach, and modules with their own ``time_reach(r)`` (residual blocks) say it.
+
+    >>> module_reach(nn.Sequential(conv2d(1, 4, 3), nn.AvgPool2d(2), nn.ReLU()), Reach())
+    Reach(jump=2, lo=-1, hi=2)
+    """
+    if hasattr(module, "time_reach"):
+        return module.time_reach(r)
+    if isinstance(module, nn.Sequential):
+        for child in module:
+            r = module_reach(child, r)
+        return r
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        return r.layer(module.kernel_size[0], stride=module.stride[0], padding=module.padding[0],
+                       dilation=module.dilation[0])
+    if isinstance(module, (nn.AvgPool1d, nn.AvgPool2d, nn.MaxPool1d, nn.MaxPool2d)):
+        def first(v):
+            return v if isinstance(v, int) else v[0]
+
+        return r.layer(first(module.kernel_size), stride=first(module.stride), padding=first(module.padding))
+    if isinstance(module, _POINTWISE):
+        return r
+    raise TypeError(f"no time reach known for {type(module).__name__}")

@@ -11,7 +11,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..frontend import FRONTEND_16K, FRONTEND_32K, FrontEndConfig
-from .blocks import AttBlock, ConvBlock, ConvBlock5x5, PannsModel, clip_head, upsample_framewise
+from .blocks import AttBlock, ConvBlock, ConvBlock5x5, PannsModel, module_reach, time_steps
+from .reach import Reach
 
 __all__ = ["CnnConfig", "Cnn", "CNN_CONFIGS"]
 
@@ -54,9 +55,6 @@ CNN_CONFIGS: dict[str, CnnConfig] = {
     "Cnn14_DecisionLevelAtt": CnnConfig(_CNN14, (1, 1), 3, 2048, "att", FRONTEND_32K, 9920),
 }
 
-_FRAMEWISE_RATIO = 32  # STFT frames per final time step (a "segment"); hard-coded in the reference
-
-
 class Cnn(PannsModel):
     """Log-mel front end, a stack of conv blocks, and a clip-level or decision-level head."""
 
@@ -89,18 +87,27 @@ class Cnn(PannsModel):
             x = getattr(self, f"conv_block{i}")(x)
         return x, frames
 
-    def forward_valid(self, waveform: torch.Tensor) -> dict[str, torch.Tensor]:
-        x, frames = self.trunk(waveform)
+    @property
+    def head(self) -> str:  # type: ignore[override]
+        """The global pooling: "clip", "max" or "att" (see :class:`~.blocks.GlobalPool`)."""
+        return self.config.head
+
+    def step_outputs(self, waveform: torch.Tensor) -> dict[str, torch.Tensor]:
+        x, _ = self.trunk(waveform)
         if self.config.head == "clip":
-            return clip_head(x, self.fc1, self.fc_audioset)
+            return {"features": time_steps(x)}
         x = x.mean(dim=3)  # (B, C, T')
         x = F.max_pool1d(x, 3, stride=1, padding=1) + F.avg_pool1d(x, 3, stride=1, padding=1)
         h = F.relu(self.fc1(x.transpose(1, 2)))  # (B, T', E)
         if self.config.head == "max":
-            seg = torch.sigmoid(self.fc_audioset(h))
-            clip = seg.amax(dim=1)
-        else:
-            clip, probs = self.att_block(h.transpose(1, 2))
-            seg = probs.transpose(1, 2)
-        return {"clipwise_output": clip, "segmentwise_output": seg,
-                "framewise_output": upsample_framewise(seg, frames, _FRAMEWISE_RATIO)}
+            return {"segmentwise_output": torch.sigmoid(self.fc_audioset(h))}
+        logits, probs = self.att_block.steps(h.transpose(1, 2))
+        return {"segmentwise_output": probs.transpose(1, 2), "attention": logits.transpose(1, 2)}
+
+    def time_reach(self) -> Reach:
+        r = self.stft_reach()
+        for i in range(1, len(self.config.channels) + 1):
+            r = module_reach(getattr(self, f"conv_block{i}"), r)
+        if self.config.head != "clip":
+            r = r.layer(3, padding=1)  # the 3-step max + average smoothing before the frame head
+        return r

@@ -25,7 +25,8 @@ from torch import nn
 
 from ..errors import UnknownModelError
 from ..frontend import FRONTEND_32K
-from .blocks import PannsModel, clip_head, conv2d
+from .blocks import PannsModel, conv2d, module_reach
+from .reach import Reach
 
 __all__ = ["MobileNet", "MOBILENET_ARCHS", "conv_bn", "conv_dw", "InvertedResidual"]
 
@@ -77,6 +78,10 @@ class InvertedResidual(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv(x)
         return x + out if self.use_residual else out
+
+    def time_reach(self, r: Reach) -> Reach:
+        out = module_reach(self.conv, r)
+        return out.union(r) if self.use_residual else out
 
 
 # (output channels, stride) of MobileNetV1 features.1..13; features.0 is conv_bn(1 -> 32, 2).
@@ -136,5 +141,8 @@ class MobileNet(PannsModel):
         self.fc1 = nn.Linear(width, self.embedding_size)
         self.fc_audioset = nn.Linear(self.embedding_size, classes)
 
-    def forward_valid(self, waveform: torch.Tensor) -> dict[str, torch.Tensor]:
-        return clip_head(self.features(self.logmel(waveform)), self.fc1, self.fc_audioset)
+    def trunk_map(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.features(self.logmel(waveform))
+
+    def time_reach(self) -> Reach:
+        return module_reach(self.features, self.stft_reach())

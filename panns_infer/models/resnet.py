@@ -29,7 +29,8 @@ from torch.nn import functional as F
 
 from ..errors import UnknownModelError
 from ..frontend import FRONTEND_32K
-from .blocks import ConvBlock, PannsModel, clip_head, conv2d
+from .blocks import ConvBlock, PannsModel, conv2d, module_reach
+from .reach import Reach
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNetTrunk", "ResNetConfig", "ResNet", "RESNET_CONFIGS"]
 
@@ -70,6 +71,10 @@ class BasicBlock(nn.Module):
         shortcut = x if self.downsample is None else self.downsample(x)
         return F.relu(out + shortcut)
 
+    def time_reach(self, r: Reach) -> Reach:
+        main = r.pool(self.stride).conv(3).conv(3)
+        return main.union(r if self.downsample is None else module_reach(self.downsample, r))
+
 
 class Bottleneck(nn.Module):
     """1x1 -> 3x3 -> 1x1 convolutions with a residual connection (expansion 4).
@@ -102,6 +107,10 @@ class Bottleneck(nn.Module):
         out = self.bn3(self.conv3(out))
         shortcut = x if self.downsample is None else self.downsample(x)
         return F.relu(out + shortcut)
+
+    def time_reach(self, r: Reach) -> Reach:
+        main = r.pool(self.stride).conv(1).conv(3).conv(1)
+        return main.union(r if self.downsample is None else module_reach(self.downsample, r))
 
 
 _Block = Union[type[BasicBlock], type[Bottleneck]]
@@ -185,8 +194,13 @@ class ResNet(PannsModel):
         self.fc1 = nn.Linear(2048, self.embedding_size)
         self.fc_audioset = nn.Linear(self.embedding_size, classes)
 
-    def forward_valid(self, waveform: torch.Tensor) -> dict[str, torch.Tensor]:
+    def trunk_map(self, waveform: torch.Tensor) -> torch.Tensor:
         x = self.conv_block1(self.logmel(waveform))
         x = F.avg_pool2d(self.resnet(x), 2)
-        x = self.conv_block_after1(x)
-        return clip_head(x, self.fc1, self.fc_audioset)
+        return self.conv_block_after1(x)
+
+    def time_reach(self) -> Reach:
+        r = module_reach(self.conv_block1, self.stft_reach())
+        for stage in ("layer1", "layer2", "layer3", "layer4"):
+            r = module_reach(getattr(self.resnet, stage), r)
+        return module_reach(self.conv_block_after1, r.pool(2))

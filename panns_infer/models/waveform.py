@@ -31,7 +31,8 @@ from torch.nn import functional as F
 
 from ..errors import UnknownModelError
 from ..frontend import FRONTEND_32K
-from .blocks import PannsModel, clip_head
+from .blocks import PannsModel, module_reach
+from .reach import Reach
 
 __all__ = [
     "LeeNetConvBlock",
@@ -92,6 +93,12 @@ class LeeNetConvBlock(nn.Module):
             x = F.max_pool1d(x, self.pool, padding=self.pool // 2)
         return x
 
+    def time_reach(self, r: Reach) -> Reach:
+        r = module_reach(self.conv1, r)
+        if self.convs == 2:
+            r = module_reach(self.conv2, r)
+        return r.pool(self.pool, padding=self.pool // 2)
+
 
 @dataclass(frozen=True)
 class LeeNetConfig:
@@ -143,11 +150,17 @@ class LeeNet(PannsModel):
         self.fc1 = nn.Linear(cin, cfg.embedding)
         self.fc_audioset = nn.Linear(cfg.embedding, classes)
 
-    def forward_valid(self, waveform: torch.Tensor) -> dict[str, torch.Tensor]:
+    def trunk_map(self, waveform: torch.Tensor) -> torch.Tensor:
         x = waveform[:, None, :]
         for i in range(1, len(self.config.channels) + 1):
             x = getattr(self, f"conv_block{i}")(x)
-        return clip_head(x, self.fc1, self.fc_audioset)
+        return x
+
+    def time_reach(self) -> Reach:
+        r = Reach()
+        for i in range(1, len(self.config.channels) + 1):
+            r = module_reach(getattr(self, f"conv_block{i}"), r)
+        return r
 
 
 # --- DaiNet19 ----------------------------------------------------------------------------
@@ -187,6 +200,9 @@ class DaiNetResBlock(nn.Module):
         shortcut = x if self.identity_shortcut else self.bn_downsample(self.downsample(x))
         return F.relu(out + shortcut)
 
+    def time_reach(self, r: Reach) -> Reach:
+        return r.conv(3).conv(3).conv(3).conv(3)  # the shortcut (identity or 1x1) reaches less
+
 
 class DaiNet19(PannsModel):
     """conv0 (k80, stride 4) -> BN -> four residual blocks, max-pooled by 4 between -> head.
@@ -211,13 +227,18 @@ class DaiNet19(PannsModel):
         self.fc1 = nn.Linear(cin, self.embedding_size)
         self.fc_audioset = nn.Linear(self.embedding_size, classes)
 
-    def forward_valid(self, waveform: torch.Tensor) -> dict[str, torch.Tensor]:
+    def trunk_map(self, waveform: torch.Tensor) -> torch.Tensor:
         x = self.bn0(self.conv0(waveform[:, None, :]))  # no ReLU here, as in the reference
         x = F.max_pool1d(self.conv_block1(x), 4)
         x = F.max_pool1d(self.conv_block2(x), 4)
         x = F.max_pool1d(self.conv_block3(x), 4)
-        x = self.conv_block4(x)
-        return clip_head(x, self.fc1, self.fc_audioset)
+        return self.conv_block4(x)
+
+    def time_reach(self) -> Reach:
+        r = module_reach(self.conv0, Reach())
+        for i in range(1, 4):
+            r = module_reach(getattr(self, f"conv_block{i}"), r).pool(4)
+        return module_reach(self.conv_block4, r)
 
 
 # --- Res1dNet31 / Res1dNet51 -------------------------------------------------------------
@@ -252,6 +273,10 @@ class BasicBlockWav1d(nn.Module):
         out = self.bn2(self.conv2(out))
         shortcut = x if self.downsample is None else self.downsample(x)
         return F.relu(out + shortcut)
+
+    def time_reach(self, r: Reach) -> Reach:
+        main = module_reach(self.conv2, module_reach(self.conv1, r.pool(self.stride)))
+        return main.union(r if self.downsample is None else module_reach(self.downsample, r))
 
 
 class ResNetWav1d(nn.Module):
@@ -314,9 +339,15 @@ class Res1dNet(PannsModel):
         self.fc1 = nn.Linear(self.resnet.out_channels, self.embedding_size)
         self.fc_audioset = nn.Linear(self.embedding_size, classes)
 
-    def forward_valid(self, waveform: torch.Tensor) -> dict[str, torch.Tensor]:
+    def trunk_map(self, waveform: torch.Tensor) -> torch.Tensor:
         x = self.bn0(self.conv0(waveform[:, None, :]))  # no ReLU here, as in the reference
-        return clip_head(self.resnet(x), self.fc1, self.fc_audioset)
+        return self.resnet(x)
+
+    def time_reach(self) -> Reach:
+        r = module_reach(self.conv0, Reach())
+        for stage in range(1, len(self.resnet.planes) + 1):
+            r = module_reach(getattr(self.resnet, f"layer{stage}"), r)
+        return r
 
 
 # --- registry helpers --------------------------------------------------------------------

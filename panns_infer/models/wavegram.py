@@ -21,7 +21,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..frontend import FRONTEND_32K
-from .blocks import ConvBlock, PannsModel, clip_head
+from .blocks import ConvBlock, PannsModel, module_reach
+from .reach import Reach
 
 __all__ = ["ConvPreWavBlock", "WavegramCnn14", "wavegram_logmel_valid_length"]
 
@@ -55,6 +56,9 @@ class ConvPreWavBlock(nn.Module):
         x = F.relu(self.bn1(self.conv1(x)))
         x = F.relu(self.bn2(self.conv2(x)))
         return F.max_pool1d(x, 4)
+
+    def time_reach(self, r: Reach) -> Reach:
+        return r.conv(3).conv(3, dilation=2).pool(4)
 
 
 class WavegramCnn14(PannsModel):
@@ -102,11 +106,23 @@ class WavegramCnn14(PannsModel):
         x = x.reshape(batch, 4, 32, steps).transpose(2, 3)  # (B, 4, L, 32)
         return self.pre_block4(x)
 
-    def forward_valid(self, waveform: torch.Tensor) -> dict[str, torch.Tensor]:
+    def trunk_map(self, waveform: torch.Tensor) -> torch.Tensor:
         x = self.wavegram(waveform)
         if self.with_logmel:
             x = torch.cat([self.conv_block1(self.logmel(waveform)), x], dim=1)
-        for block in (self.conv_block2, self.conv_block3, self.conv_block4, self.conv_block5,
-                      self.conv_block6):
+        for block in self._blocks():
             x = block(x)
-        return clip_head(x, self.fc1, self.fc_audioset)
+        return x
+
+    def _blocks(self) -> tuple[nn.Module, ...]:
+        return (self.conv_block2, self.conv_block3, self.conv_block4, self.conv_block5, self.conv_block6)
+
+    def time_reach(self) -> Reach:
+        r = module_reach(self.pre_conv0, Reach())
+        for block in (self.pre_block1, self.pre_block2, self.pre_block3, self.pre_block4):
+            r = module_reach(block, r)  # the reshape to (4, L, 32) keeps the time axis
+        if self.with_logmel:
+            r = r.union(module_reach(self.conv_block1, self.stft_reach()))
+        for block in self._blocks():
+            r = module_reach(block, r)
+        return r
