@@ -1,0 +1,527 @@
+"""Live audio: tags, framewise rows and events of a stream, equal to the offline results.
+
+:class:`LiveRun` takes samples at the model's rate in chunks of any size and, every ``hop``
+of input, runs the network on the latest window:
+
+* before a whole window has arrived, on everything so far (``[0, end)``, as ``tag()`` would
+  compute that prefix), then on ``[end - window, end)``: each update's tags are ``tag()`` of
+  that slice of the signal;
+* for decision-level checkpoints the hop is rounded down to whole segments (0.32 s) and the
+  windows are the ones ``framewise()`` plans for the whole recording (same window and hop,
+  run as windows), so their segment outputs stitch the same way. A window's rows are final
+  once the next window has run (they keep the centre of each overlap); when the stream ends,
+  the last window is planned as offline, from the recording's length, so *every* row, the
+  tail included, equals ``framewise()`` of the whole recording;
+* events (:class:`~panns_infer.online_events.EventTracker`) are detected on the final rows and
+  reported once each, when they close; at the end open events close at the last frame.
+
+Updates happen at fixed sample positions, and the stream resampler (:class:`StreamResampler`)
+cuts its pieces at fixed positions too, so results never depend on how the input was chunked.
+
+Memory is bounded by the window: a run keeps at most ``window + hop`` samples, one window's
+segment outputs and the event tracker's few numbers per class.
+
+>>> import numpy as np
+>>> from panns_infer import AudioTagger
+>>> tagger = AudioTagger("Cnn14")                                                 # doctest: +SKIP
+>>> chunks = (np.zeros(4800, dtype=np.float32) for _ in range(100))
+>>> [(u.start, u.end) for u in tagger.stream(chunks, sample_rate=48000, hop=5.0)]  # doctest: +SKIP
+[(0.0, 5.0), (0.0, 10.0), (0.0, 10.0)]
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional, Sequence
+
+import numpy as np
+
+from .engine import Engine
+from .errors import InvalidArgumentError, InvalidAudioError
+from .events import Event
+from .online_events import EventTracker
+from .results import Tags, expand_segments
+from .windows import _filter_reach, _resample_piece
+
+__all__ = ["StreamUpdate", "LiveRun", "StreamResampler", "plan_live", "live_updates"]
+
+log = logging.getLogger("panns_infer")
+
+_RESAMPLE_PIECE_SECONDS = 0.1  # input resampled per piece (plus the filter's reach on both sides)
+
+
+@dataclass(frozen=True, repr=False)
+class StreamUpdate:
+    """What one hop of a stream brought.
+
+    Attributes:
+        start: start of the window tagged, in seconds of stream time.
+        end: end of the window tagged (the stream position of this update).
+        tags: the window's tags (``None`` in an update that only flushes rows and events).
+        embedding: the window's embedding, when asked for (clip-level checkpoints).
+        framewise: frame rows ``(frames, classes)`` that became final (decision-level
+            checkpoints; an empty array when none did).
+        frames_start: stream time in seconds of ``framewise[0]`` (frame ``t`` of a run sits at
+            ``run start + t * frame_hop``).
+        first_frame: index of ``framewise[0]`` among the run's frames.
+        events: the events that closed, each reported once.
+        skipped: ``(start, end)`` seconds of audio left out just before this update because the
+            model fell behind (see ``max_lag``), else ``None``.
+        final: ``True`` for the updates of the stream's end.
+    """
+
+    start: float
+    end: float
+    tags: Optional[Tags]
+    embedding: Optional[np.ndarray] = None
+    framewise: Optional[np.ndarray] = None
+    frames_start: float = 0.0
+    first_frame: int = 0
+    events: list = field(default_factory=list)
+    skipped: Optional[tuple] = None
+    final: bool = False
+
+    def to_dict(self, *, full: bool = False) -> dict:
+        """JSON-ready dict: ``start``, ``end``, ``labels``, ``scores`` (and with ``full`` every
+        class's ``probabilities``); events are reported separately (``Event.to_dict``)."""
+        out: dict = {"start": self.start, "end": self.end}
+        if self.tags is not None:
+            tags = self.tags.to_dict(full=full)
+            tags.pop("source", None)
+            out.update(tags)
+        if self.skipped is not None:
+            out["skipped"] = list(self.skipped)
+        if self.final:
+            out["final"] = True
+        return out
+
+    def __repr__(self) -> str:
+        shown = "" if self.tags is None else f", {self.tags!r}"
+        return (f"StreamUpdate({self.start:.2f}-{self.end:.2f} s{shown}, events={len(self.events)}"
+                f"{', final' if self.final else ''})")
+
+
+@dataclass(frozen=True)
+class LivePlan:
+    """Sample counts of a live run: the window, the hop between updates, the segment grid."""
+
+    window: int
+    hop: int
+    segment: int
+
+
+def plan_live(engine: Engine, *, window: float, hop: float) -> LivePlan:
+    """Window and hop in samples at the model's rate.
+
+    The window is at least the network's shortest input. For decision-level checkpoints the
+    hop is rounded down to whole segments (as offline windows are), at least one segment.
+
+    >>> from types import SimpleNamespace as NS
+    >>> cfg = NS(hop_size=320, sample_rate=32000)
+    >>> eng = NS(model=NS(sample_rate=32000, min_samples=1, frames_per_segment=32, has_framewise=True,
+    ...                   frontend_config=cfg))
+    >>> plan_live(eng, window=10.0, hop=1.0)
+    LivePlan(window=320000, hop=30720, segment=10240)
+    """
+    for name, value in (("window", window), ("hop", hop)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise InvalidArgumentError(f"{name} must be a positive number of seconds, got {value!r}")
+    if hop > window:
+        raise InvalidArgumentError(f"hop must not exceed the window, got hop={hop!r} > window={window!r}")
+    model = engine.model
+    rate = model.sample_rate
+    segment = model.frontend_config.hop_size * model.frames_per_segment
+    win = max(int(round(window * rate)), model.min_samples)
+    step = max(1, int(round(hop * rate)))
+    if model.has_framewise:
+        step = max(segment, step // segment * segment)
+    return LivePlan(win, step, segment)
+
+
+class LiveRun:
+    """Updates for one uninterrupted stretch of samples at the model's rate.
+
+    Args:
+        engine: runs the network.
+        class_names: the labels.
+        plan: window and hop (:func:`plan_live`).
+        top_k: labels kept in each update's tags.
+        embeddings: add each window's embedding (clip-level checkpoints).
+        events: options of :class:`~panns_infer.online_events.EventTracker` (decision-level
+            checkpoints), or ``None`` for no events.
+        offset: stream time in seconds of the run's first sample.
+    """
+
+    def __init__(self, engine: Engine, class_names: Sequence[str], plan: LivePlan, *, top_k: int = 10,
+                 embeddings: bool = False, events: Optional[dict] = None, offset: float = 0.0) -> None:
+        self.engine, self.names, self.plan = engine, list(class_names), plan
+        model = engine.model
+        self.rate = model.sample_rate
+        self.top_k, self.offset = top_k, offset
+        self.sed = model.has_framewise
+        self.outputs = ["clipwise_output"] + (["segmentwise_output"] if self.sed else []) + \
+            (["embedding"] if embeddings else [])
+        self.fps = model.frames_per_segment
+        self.frame_hop = model.frontend_config.frame_seconds
+        self.frontend = model.frontend_config
+        self.tracker = EventTracker(self.names, self.frame_hop, time_offset=offset, **events) \
+            if events is not None and self.sed else None
+        self._buffer = np.zeros(0, dtype=np.float32)
+        self._buffer_start = 0          # sample index of self._buffer[0]
+        self._chunks: list = []          # pushed, not yet in self._buffer
+        self._received = 0               # samples pushed
+        self._next_end = min(plan.hop, plan.window)
+        self._last_end = 0               # end of the last update
+        self._windows = 0                # full windows run
+        self._window_segments: Optional[np.ndarray] = None  # the last full window's segment outputs
+        self._window_start = 0
+        self._own_from = 0               # first segment of that window not yet emitted
+        self._frames_out = 0             # frames emitted
+        self._done = False
+
+    @property
+    def received(self) -> int:
+        """Samples pushed so far."""
+        return self._received
+
+    def push(self, samples: np.ndarray) -> list[StreamUpdate]:
+        """Add 1-D float32 samples; return the updates that became due."""
+        if len(samples):
+            self._chunks.append(samples)
+            self._received += len(samples)
+        updates = []
+        while self._received >= self._next_end:
+            updates.append(self._update(self._next_end))
+        return updates
+
+    def finish(self) -> list[StreamUpdate]:
+        """The stream ended: the last (partial) hop's window, the remaining rows, the open events."""
+        if self._done:
+            return []
+        self._done = True
+        n = self._received
+        self._gather()
+        tags_update = self._update(n, final=True) if n > self._last_end else None
+        rows, first = self._tail_rows(n) if self.sed else (None, self._frames_out)
+        events = self._events(rows, end=True)
+        if tags_update is None:
+            if rows is None and not events:
+                return []
+            return [StreamUpdate(self._t(max(0, n - self.plan.window)), self._t(n), None, framewise=rows,
+                                 frames_start=self._frame_time(first), first_frame=first, events=events, final=True)]
+        merged = _with(tags_update, rows, first, self._frame_time(first), events)
+        return [merged]
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _t(self, samples: int) -> float:
+        return round(self.offset + samples / self.rate, 6)
+
+    def _frame_time(self, frame: int) -> float:
+        return round(self.offset + frame * self.frame_hop, 6)
+
+    def _gather(self) -> None:
+        if self._chunks:
+            self._buffer = np.concatenate([self._buffer, *self._chunks])
+            self._chunks = []
+
+    def _slice(self, start: int, end: int) -> np.ndarray:
+        return self._buffer[start - self._buffer_start:end - self._buffer_start]
+
+    def _run(self, start: int, end: int) -> dict:
+        return self.engine.forward([(0, self._slice(start, end))], self.outputs)[0]
+
+    def _update(self, end: int, *, final: bool = False) -> StreamUpdate:
+        plan = self.plan
+        self._gather()
+        start = max(0, end - plan.window)
+        out = self._run(start, end)
+        tags = Tags.from_probabilities(out["clipwise_output"], self.names, top_k=self.top_k)
+        rows, first = None, self._frames_out
+        if not final:
+            if end - start == plan.window and self.sed:
+                rows, first = self._new_window(start, out["segmentwise_output"])
+            elif self.sed:
+                rows = np.zeros((0, len(self.names)), dtype=np.float32)
+            self._next_end = end + plan.hop if end >= plan.window else min(end + plan.hop, plan.window)
+            keep_from = max(0, self._next_end - plan.window - plan.hop)  # what the end may still need
+            if keep_from > self._buffer_start:
+                self._buffer = self._buffer[keep_from - self._buffer_start:]
+                self._buffer_start = keep_from
+        self._last_end = end
+        events = self._events(rows, end=False) if not final else []
+        return StreamUpdate(self._t(start), self._t(end), tags, embedding=out.get("embedding"), framewise=rows,
+                            frames_start=self._frame_time(first), first_frame=first, events=events, final=final)
+
+    def _new_window(self, start: int, segments: np.ndarray) -> tuple[np.ndarray, int]:
+        """A full window ran: the previous window's rows up to the middle of the overlap are final."""
+        first = self._frames_out
+        rows = np.zeros((0, len(self.names)), dtype=np.float32)
+        if self._window_segments is not None:
+            a_prev, prev = self._window_start // self.plan.segment, self._window_segments
+            own_to = (start // self.plan.segment + a_prev + len(prev)) // 2
+            rows = self._emit(prev[self._own_from - a_prev:own_to - a_prev])
+            self._own_from = own_to
+        self._window_segments, self._window_start = segments, start
+        self._windows += 1
+        return rows, first
+
+    def _emit(self, segments: np.ndarray) -> np.ndarray:
+        rows = np.repeat(segments, self.fps, axis=0)
+        self._frames_out += len(rows)
+        return rows
+
+    def _tail_rows(self, n: int) -> tuple[np.ndarray, int]:
+        """The rows from the last emitted one to the end, planned as ``framewise()`` plans them."""
+        first = self._frames_out
+        seg, plan = self.plan.segment, self.plan
+        num_frames = self.frontend.frames(n)
+        if n == 0:
+            return np.zeros((0, len(self.names)), dtype=np.float32), first
+        pieces: list = []
+        if self._window_segments is None:  # never a whole window: offline runs it whole
+            segments = self._run(0, n)["segmentwise_output"]
+            pieces.append(segments)
+        else:
+            s, a = self._window_start, self._window_start // seg
+            last = (n - plan.window) // seg * seg if n > plan.window else 0
+            if last == s:  # the last window starts where the last regular one did: it reaches to the end
+                segments = self._run(s, n)["segmentwise_output"]
+                pieces.append(segments[self._own_from - a:])
+            else:
+                prev = self._window_segments
+                own_to = (last // seg + a + len(prev)) // 2
+                pieces.append(prev[self._own_from - a:own_to - a])
+                segments = self._run(last, n)["segmentwise_output"]
+                pieces.append(segments[own_to - last // seg:])
+        tail = np.concatenate(pieces) if pieces else np.zeros((0, len(self.names)), dtype=np.float32)
+        count = max(0, num_frames - first)
+        if len(tail) == 0:
+            return np.zeros((0, len(self.names)), dtype=np.float32), first
+        rows = expand_segments(tail, count, self.fps)
+        self._frames_out += len(rows)
+        return rows, first
+
+    def _events(self, rows: Optional[np.ndarray], *, end: bool) -> list[Event]:
+        if self.tracker is None:
+            return []
+        found = self.tracker.push(rows) if rows is not None and len(rows) else []
+        if end:
+            found = sorted(found + self.tracker.finish(), key=lambda e: (e.onset, e.label, e.offset))
+        return found
+
+
+def _with(update: StreamUpdate, rows: Optional[np.ndarray], first: int, first_time: float,
+          events: list) -> StreamUpdate:
+    return StreamUpdate(update.start, update.end, update.tags, embedding=update.embedding, framewise=rows,
+                        frames_start=first_time, first_frame=first, events=events, skipped=update.skipped,
+                        final=True)
+
+
+class StreamResampler:
+    """Resample pushed blocks with resampy's ``kaiser_best`` filter, as resampling the whole
+    signal at once would (:func:`panns_infer.windows.resample_stream`'s pieces, cut at fixed
+    input positions every ~0.1 s, so the output does not depend on how the input was chunked).
+
+    >>> r = StreamResampler(48000, 32000)
+    >>> sum(len(r.push(np.zeros(4800, dtype=np.float32))) for _ in range(10)) + len(r.finish())
+    32000
+    """
+
+    def __init__(self, rate: int, target_rate: int) -> None:
+        self.rate, self.target_rate = rate, target_rate
+        g = math.gcd(rate, target_rate)
+        self.period_in, self.period_out = rate // g, target_rate // g
+        self.context = 0 if rate == target_rate else \
+            -(-_filter_reach(rate, target_rate) // self.period_in) * self.period_in
+        self.piece = max(1, int(_RESAMPLE_PIECE_SECONDS * rate) // self.period_in) * self.period_in
+        self._chunks: list = []
+        self._buffer = np.zeros(0, dtype=np.float32)
+        self._buffer_start = 0
+        self._emitted = 0
+        self._total = 0
+
+    def push(self, block: np.ndarray) -> np.ndarray:
+        """Add samples at ``rate``; return the output samples that became final."""
+        if self.rate == self.target_rate:
+            return block
+        self._chunks.append(block)
+        self._total += len(block)
+        if self._total - self.context < self._emitted + self.piece:
+            return np.zeros(0, dtype=np.float32)
+        self._buffer = np.concatenate([self._buffer, *self._chunks])
+        self._chunks = []
+        out = []
+        while self._total - self.context >= self._emitted + self.piece:
+            emit_to = self._emitted + self.piece
+            out.append(_resample_piece(self._buffer, self._buffer_start, self._emitted, emit_to,
+                                       emit_to + self.context, self.rate, self.target_rate, self.period_in,
+                                       self.period_out, self.context))
+            self._emitted = emit_to
+        keep_from = max(0, self._emitted - self.context)
+        self._buffer = self._buffer[keep_from - self._buffer_start:]
+        self._buffer_start = keep_from
+        return np.concatenate(out)
+
+    def finish(self) -> np.ndarray:
+        """The remaining output samples (the signal ended)."""
+        if self.rate == self.target_rate:
+            return np.zeros(0, dtype=np.float32)
+        self._buffer = np.concatenate([self._buffer, *self._chunks])
+        self._chunks = []
+        final = self._total * self.target_rate // self.rate
+        first = self._emitted // self.period_in * self.period_out
+        if final <= first or self._total == 0:
+            return np.zeros(0, dtype=np.float32)
+        return _resample_piece(self._buffer, self._buffer_start, self._emitted, None, self._total, self.rate,
+                               self.target_rate, self.period_in, self.period_out, self.context)
+
+
+
+def live_updates(engine: Engine, class_names: Sequence[str], source: Any, *, sample_rate: Optional[int] = None,
+                 raw: Optional[str] = None, window: float = 10.0, hop: float = 1.0, top_k: int = 10,
+                 embeddings: bool = False, events: Optional[dict] = None, max_lag: Optional[float] = None,
+                 idle_timeout: Optional[float] = None, poll: float = 0.1) -> Iterator[StreamUpdate]:
+    """The updates of a stream (what :meth:`AudioTagger.stream <panns_infer.AudioTagger.stream>` yields).
+
+    ``source`` is an iterable of 1-D chunks (at ``sample_rate``), a binary file object
+    (encoded audio, or raw PCM when ``raw`` is given), a path (followed while it grows) or
+    the string ``"mic"`` (the default input device). See :meth:`AudioTagger.stream` for the
+    options.
+
+    When the source ends (or stalls for ``idle_timeout`` seconds, or Ctrl-C arrives, or the
+    source fails), the last updates are yielded (``final=True``): the last partial hop's
+    window, the remaining framewise rows, the events still open; then an error or the
+    ``KeyboardInterrupt`` is raised again.
+    """
+    from .stream_sources import (Pump, TailFile, chunk_blocks, encoded_blocks, microphone_blocks, parse_raw,
+                                 raw_blocks)
+
+    plan = plan_live(engine, window=window, hop=hop)
+    if events is not None and not engine.model.has_framewise:
+        raise InvalidArgumentError(f"{engine.model.arch} has no framewise output, so no events: use a sound event "
+                                   "detection checkpoint (Cnn14_DecisionLevelMax, Cnn14_DecisionLevelAtt)")
+    if events is not None:
+        EventTracker(class_names, engine.model.frontend_config.frame_seconds, **events)  # check the options now
+    if embeddings and engine.model.embedding_size is None:
+        raise InvalidArgumentError(f"{engine.model.arch} is a decision-level model and has no embedding output")
+    for name, value in (("max_lag", max_lag), ("idle_timeout", idle_timeout)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+            raise InvalidArgumentError(f"{name} must be a positive number of seconds or None, got {value!r}")
+    if max_lag is not None and max_lag < plan.hop / engine.model.sample_rate:
+        raise InvalidArgumentError(f"max_lag must be at least one hop ({hop} s), got {max_lag!r}")
+    fmt = parse_raw(raw) if raw is not None else None
+    tail: Optional[TailFile] = None
+    stop = threading.Event()
+    if isinstance(source, str) and source == "mic":
+        rate = engine.model.sample_rate if sample_rate is None else int(sample_rate)
+        blocks = microphone_blocks(rate=rate, stop=stop)
+        live = True
+        if max_lag is None:
+            max_lag = max(5.0, 2 * plan.window / engine.model.sample_rate)  # a microphone cannot wait
+    elif isinstance(source, (str, os.PathLike)):
+        tail = TailFile(source, poll=poll, idle_timeout=idle_timeout)
+        blocks = raw_blocks(tail.read, fmt) if fmt else encoded_blocks(io.BufferedReader(tail))
+        live, idle_timeout = True, None  # the tail ends itself after idle_timeout
+    elif hasattr(source, "read"):
+        reader = getattr(source, "buffer", source)  # sys.stdin -> its bytes
+        read = getattr(reader, "read1", reader.read)
+        blocks = raw_blocks(read, fmt) if fmt else encoded_blocks(reader)
+        live = True
+    elif isinstance(source, (bytes, bytearray, np.ndarray)) or not hasattr(source, "__iter__"):
+        raise InvalidArgumentError(
+            f"a stream source is an iterable of 1-D chunks, a binary file object, a path or 'mic'; got "
+            f"{type(source).__name__} (to tag one array, use tag())")
+    else:
+        if fmt is not None:
+            raise InvalidArgumentError("raw= declares the format of a byte stream; chunks are arrays: pass "
+                                       "sample_rate= instead")
+        blocks = chunk_blocks(source, engine.model.sample_rate if sample_rate is None else sample_rate)
+        live = False
+    driver = _Driver(engine, class_names, plan, top_k=top_k, embeddings=embeddings, events=events)
+    pump = Pump(blocks, max_lag=max_lag) if live else None
+    try:
+        yield from driver.run(blocks if pump is None else pump, idle_timeout)
+    finally:
+        stop.set()
+        if tail is not None:
+            tail.stop.set()
+        if pump is not None:
+            pump.close()
+
+
+class _Driver:
+    """Feeds blocks to :class:`LiveRun` (through a resampler), restarting the run after a skip."""
+
+    def __init__(self, engine: Engine, class_names: Sequence[str], plan: LivePlan, **options: Any) -> None:
+        self.engine, self.names, self.plan, self.options = engine, class_names, plan, options
+        self.target = engine.model.sample_rate
+        self.rate: Optional[int] = None
+        self.position = 0  # source samples consumed or skipped
+        self.run_obj: Optional[LiveRun] = None
+        self.resampler: Optional[StreamResampler] = None
+
+    def _start(self, rate: int) -> None:
+        from .audio import _check_rate
+
+        self.rate = _check_rate(rate, "the stream's sample rate")
+        self.resampler = StreamResampler(self.rate, self.target)
+        self.run_obj = LiveRun(self.engine, self.names, self.plan, offset=round(self.position / self.rate, 6),
+                               **self.options)
+
+    def _feed(self, rate: int, block: np.ndarray) -> list[StreamUpdate]:
+        if self.run_obj is None:
+            self._start(rate)
+        elif rate != self.rate:
+            raise InvalidAudioError(f"the stream's sample rate changed from {self.rate} to {rate} Hz")
+        self.position += len(block)
+        assert self.resampler is not None and self.run_obj is not None
+        return self.run_obj.push(self.resampler.push(block))
+
+    def _end(self) -> list[StreamUpdate]:
+        if self.run_obj is None:
+            return []
+        assert self.resampler is not None
+        updates = self.run_obj.push(self.resampler.finish())
+        updates += self.run_obj.finish()
+        self.run_obj = None
+        return updates
+
+    def run(self, source: Any, idle_timeout: Optional[float]) -> Iterator[StreamUpdate]:
+        from .stream_sources import Pump
+
+        error: Optional[BaseException] = None
+        try:
+            if isinstance(source, Pump):
+                while True:
+                    dropped, blocks, ended, failure = source.take(idle_timeout)
+                    if dropped and self.rate is not None:
+                        skipped = (round(self.position / self.rate, 6), round((self.position + dropped) / self.rate, 6))
+                        log.warning("the model fell behind: skipped %.2f s of audio (%.2f-%.2f s)",
+                                    dropped / self.rate, *skipped)
+                        yield from self._end()
+                        self.position += dropped
+                        yield StreamUpdate(skipped[0], skipped[1], None, skipped=skipped)
+                    for rate, block in blocks:
+                        yield from self._feed(rate, block)
+                    if ended:
+                        if failure is not None:
+                            raise failure
+                        if not source.finished:
+                            log.warning("no audio for %g s: ending the stream", idle_timeout)
+                        break
+            else:
+                for rate, block in source:
+                    yield from self._feed(rate, block)
+        except KeyboardInterrupt as exc:
+            error = exc
+        except Exception as exc:  # every complete hop is delivered before the error is raised
+            error = exc
+        yield from self._end()
+        if error is not None:
+            raise error
