@@ -163,7 +163,12 @@ class EventTracker:
             return out
         on_all = p >= self._on.astype(p.dtype)   # compared in the probabilities' dtype, as offline
         off_all = p >= self._off.astype(p.dtype)
+        same = np.zeros(len(p), dtype=bool)  # a row equal to the one before changes nothing (no pending gap)
+        if len(p) > 1:
+            same[1:] = (p[1:] == p[:-1]).all(axis=1)
         for i in range(len(p)):
+            if same[i] and not self._pending.any():
+                continue
             t = self._t + i
             row, on, off = p[i], on_all[i], off_all[i]
             closing = self._open & ~off

@@ -310,12 +310,12 @@ class Pump:
                         self._cond.wait(timeout=0.5)
                     if self._closed:
                         return
-                    self._queue.append(block)
+                    self._queue.append((rate, block))
                     self._samples += len(block)
                     if self.max_lag is not None:
                         limit = self.max_lag * rate
                         while self._samples > limit and len(self._queue) > 1:
-                            old = self._queue.popleft()
+                            _, old = self._queue.popleft()
                             self._samples -= len(old)
                             self._dropped += len(old)
                     self._cond.notify_all()
@@ -328,7 +328,7 @@ class Pump:
                 self._cond.notify_all()
 
     def take(self, timeout: Optional[float]) -> tuple[int, list, bool, Optional[BaseException]]:
-        """``(dropped samples, blocks, ended, error)``: everything buffered, waiting up to
+        """``(dropped samples, (rate, block) pairs, ended, error)``: everything buffered, waiting up to
         ``timeout`` seconds (``None``: forever) for something to arrive. ``ended`` with no
         blocks and no error after a timeout means the source stalled."""
         deadline = None if timeout is None else time.monotonic() + timeout
