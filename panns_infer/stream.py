@@ -429,9 +429,8 @@ def live_updates(engine: Engine, class_names: Sequence[str], source: Any, *, sam
         blocks = raw_blocks(tail.read, fmt) if fmt else encoded_blocks(io.BufferedReader(tail))
         live, idle_timeout = True, None  # the tail ends itself after idle_timeout
     elif hasattr(source, "read"):
-        reader = getattr(source, "buffer", source)  # sys.stdin -> its bytes
-        read = getattr(reader, "read1", reader.read)
-        blocks = raw_blocks(read, fmt) if fmt else encoded_blocks(reader)
+        reader = _unlocked(getattr(source, "buffer", source))  # sys.stdin -> its bytes
+        blocks = raw_blocks(reader.read, fmt) if fmt else encoded_blocks(reader)
         live = True
     elif isinstance(source, (bytes, bytearray, np.ndarray)) or not hasattr(source, "__iter__"):
         raise InvalidArgumentError(
@@ -453,6 +452,36 @@ def live_updates(engine: Engine, class_names: Sequence[str], source: Any, *, sam
             tail.stop.set()
         if pump is not None:
             pump.close()
+
+
+class _FdReader(io.RawIOBase):
+    """Reads a file descriptor with ``os.read``: a reader thread blocked in it holds no lock, so
+    closing the file object (or the interpreter exiting) never waits for it."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self.fd = fd
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        return os.read(self.fd, size if size and size > 0 else 1 << 16)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+
+def _unlocked(stream: Any) -> Any:
+    """A pipe or file's descriptor, read directly; the object itself when it has none
+    (``io.BytesIO`` and the like). Bytes a buffered object has already read ahead are not seen."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return stream
+    return _FdReader(fd)
 
 
 class _Driver:
@@ -500,10 +529,11 @@ class _Driver:
             if isinstance(source, Pump):
                 while True:
                     dropped, blocks, ended, failure = source.take(idle_timeout)
-                    if dropped and self.rate is not None:
-                        skipped = (round(self.position / self.rate, 6), round((self.position + dropped) / self.rate, 6))
+                    rate = self.rate or source.rate
+                    if dropped and rate:
+                        skipped = (round(self.position / rate, 6), round((self.position + dropped) / rate, 6))
                         log.warning("the model fell behind: skipped %.2f s of audio (%.2f-%.2f s)",
-                                    dropped / self.rate, *skipped)
+                                    dropped / rate, *skipped)
                         yield from self._end()
                         self.position += dropped
                         yield StreamUpdate(skipped[0], skipped[1], None, skipped=skipped)
