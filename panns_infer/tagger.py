@@ -369,7 +369,8 @@ class AudioTagger:
             equal those of :meth:`framewise` on the whole recording with
             ``AudioTagger(..., window=window, hop=hop, whole_up_to=0)``.
 
-        >>> for u in AudioTagger("Cnn14_DecisionLevelMax").stream(chunks, sample_rate=48000, events=True):  # doctest: +SKIP
+        >>> sed = AudioTagger("Cnn14_DecisionLevelMax")                        # doctest: +SKIP
+        >>> for u in sed.stream(chunks, sample_rate=48000, events=True):        # doctest: +SKIP
         ...     print(u.start, u.end, u.tags.labels[:3], u.events)
         """
         from .stream import live_updates

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import FIXTURES, requires_fixtures
 from panns_infer.audio import resample
-from panns_infer.errors import AudioDecodeError, InvalidArgumentError, InvalidAudioError, PannsError
+from panns_infer.errors import AudioDecodeError, InvalidArgumentError, InvalidAudioError
 from panns_infer.events import detect_events
 from panns_infer.online_events import EventTracker
 from panns_infer.stream import StreamResampler
