@@ -4,7 +4,8 @@ hop's last sample enters the pipe does its JSON line appear?
     python bench/stream_latency.py                          # 2-minute input, Cnn14 and Cnn14_DecisionLevelMax, hop 1 s
     python bench/stream_latency.py --seconds 20             # a quicker look
 
-The script sits between ffmpeg and the CLI: it copies ffmpeg's real-time output into the
+The CLI starts first (with ``--debug``, whose log says when the stream starts reading: the model
+is loaded), then ffmpeg. The script sits between ffmpeg and the CLI: it copies ffmpeg's real-time output into the
 CLI's standard input, noting when each byte was written, and timestamps each window line the
 CLI prints. A window ending at sample ``n`` has latency ``line time - time sample n was
 written``. The input is the fixtures' 7 s recording looped to ``--seconds``. Reports the
@@ -41,13 +42,24 @@ def make_input(seconds: float) -> str:
 
 def measure(arch: str, audio: str, hop: float, events: bool) -> dict:
     ckpt = checkpoint(arch, "zenodo")
-    ffmpeg = subprocess.Popen(["ffmpeg", "-loglevel", "error", "-re", "-i", audio, "-f", "s16le", "-ac", "1",
-                               "-ar", str(RATE), "-"], stdout=subprocess.PIPE)
     cmd = [sys.executable, "-m", "panns_infer.cli", "--stream", "-", "--raw", f"s16le:{RATE}", "-c", str(ckpt),
            "--labels", str(FIXTURES / "class_labels_indices.csv"), "--format", "jsonl", "--hop", str(hop),
-           "--device", "cpu"] + (["--events"] if events else [])
-    cli = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+           "--device", "cpu", "--debug"] + (["--events"] if events else [])
+    cli = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    ready = threading.Event()
+
+    def watch() -> None:  # the model is loaded when the stream starts reading: start pacing then
+        assert cli.stderr is not None
+        for line in cli.stderr:
+            if b"live stream:" in line:
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    ready.wait()
+    ffmpeg = subprocess.Popen(["ffmpeg", "-loglevel", "error", "-re", "-i", audio, "-f", "s16le", "-ac", "1",
+                               "-ar", str(RATE), "-"], stdout=subprocess.PIPE)
     written: list = []  # (bytes written so far, time)
     lines: list = []    # (time, record)
 

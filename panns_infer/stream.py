@@ -443,6 +443,8 @@ def live_updates(engine: Engine, class_names: Sequence[str], source: Any, *, sam
         blocks = chunk_blocks(source, engine.model.sample_rate if sample_rate is None else sample_rate)
         live = False
     driver = _Driver(engine, class_names, plan, top_k=top_k, embeddings=embeddings, events=events)
+    log.debug("live stream: reading %s (window %d samples, hop %d samples)", type(source).__name__, plan.window,
+              plan.hop)
     pump = Pump(blocks, max_lag=max_lag) if live else None
     try:
         yield from driver.run(blocks if pump is None else pump, idle_timeout)
