@@ -182,6 +182,7 @@ class LiveRun:
         self._window_start = 0
         self._own_from = 0               # first segment of that window not yet emitted
         self._frames_out = 0             # frames emitted
+        self._outbox: list = []          # updates computed, not yet returned
         self._done = False
 
     @property
@@ -194,15 +195,18 @@ class LiveRun:
         if len(samples):
             self._chunks.append(samples)
             self._received += len(samples)
-        updates = []
-        while self._received >= self._next_end:
-            updates.append(self._update(self._next_end))
+        while self._received >= self._next_end:  # kept in an outbox: an interrupt loses none of them
+            self._outbox.append(self._update(self._next_end))
+        updates, self._outbox = self._outbox, []
         return updates
 
     def finish(self) -> list[StreamUpdate]:
         """The stream ended: the last (partial) hop's window, the remaining rows, the open events."""
         if self._done:
             return []
+        pending, self._outbox = self._outbox, []  # what an interrupted push computed
+        while self.sed and self._received >= self._next_end:  # windows it did not: the tail plan needs them
+            pending.append(self._update(self._next_end))
         self._done = True
         n = self._received
         self._gather()
@@ -211,11 +215,10 @@ class LiveRun:
         events = self._events(rows, end=True)
         if tags_update is None:
             if rows is None and not events:
-                return []
-            return [StreamUpdate(self._t(max(0, n - self.plan.window)), self._t(n), None, framewise=rows,
+                return pending
+            return pending + [StreamUpdate(self._t(max(0, n - self.plan.window)), self._t(n), None, framewise=rows,
                                  frames_start=self._frame_time(first), first_frame=first, events=events, final=True)]
-        merged = _with(tags_update, rows, first, self._frame_time(first), events)
-        return [merged]
+        return pending + [_with(tags_update, rows, first, self._frame_time(first), events)]
 
     # -- internals -------------------------------------------------------------------------------
 

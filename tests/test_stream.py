@@ -308,6 +308,28 @@ def test_ctrl_c_ends_cleanly_with_the_results_so_far(sed, wave):
 
 
 @requires_fixtures
+def test_ctrl_c_inside_the_model_still_gives_offline_rows(sed, wave, monkeypatch):
+    engine = sed._engine
+    real, calls = engine.forward, []
+
+    def interrupted_once(jobs, outputs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(jobs, outputs)
+
+    monkeypatch.setattr(engine, "forward", interrupted_once)
+    seen = []
+    with pytest.raises(KeyboardInterrupt):
+        for u in sed.stream([wave[:RATE * 3]], window=1.28, hop=0.64):
+            seen.append(u)
+    monkeypatch.setattr(engine, "forward", real)
+    rows = np.concatenate([u.framewise for u in seen])
+    offline = sed.framewise(wave[:RATE * 3]).probabilities
+    assert rows.shape == offline.shape and np.abs(rows - offline).max() <= 1e-6
+
+
+@requires_fixtures
 def test_microphone_through_a_fake_input_device(cnn6, wave, monkeypatch):
     pcm = wave[:RATE * 2].astype(np.float32)
 
