@@ -373,7 +373,7 @@ class AudioTagger:
         >>> for u in sed.stream(chunks, sample_rate=48000, events=True):        # doctest: +SKIP
         ...     print(u.start, u.end, u.tags.labels[:3], u.events)
         """
-        from .stream import live_updates
+        from .live import live_updates
 
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
             raise InvalidArgumentError(f"top_k must be a non-negative integer, got {top_k!r}")
