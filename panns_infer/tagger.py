@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -30,6 +30,9 @@ from .models import PannsModel
 from .registry import DEFAULT_CHECKPOINT, Checkpoint
 from .results import Framewise, Tags, Timeline, expand_segments
 from .windows import grid_spans
+
+if TYPE_CHECKING:
+    from .stream import StreamUpdate
 
 __all__ = ["AudioTagger", "resolve_device"]
 
@@ -352,6 +355,54 @@ class AudioTagger:
             results.append(Timeline(np.stack(rows) if rows else np.zeros((0, len(names)), np.float32),
                                     np.array(starts), np.array(ends), hop_samples / rate, names, item.source))
         return results[0] if single else results
+
+    def stream(self, source: Any, *, sample_rate: Optional[int] = None, raw: Optional[str] = None,
+               window: float = 10.0, hop: float = 1.0, top_k: int = 10, embeddings: bool = False,
+               events: Union[bool, dict, None] = None, max_lag: Optional[float] = None,
+               idle_timeout: Optional[float] = None, poll: float = 0.1) -> Iterator["StreamUpdate"]:
+        """Tag live audio: every ``hop`` seconds of input, the tags of the latest window.
+
+        Args:
+            source: an iterable of 1-D chunks of any sizes (arrays or tensors, at
+                ``sample_rate``), a binary file object (encoded audio, or raw PCM declared by
+                ``raw``), a path to a file that may still be growing (followed until
+                ``idle_timeout`` seconds pass without new bytes), or ``"mic"``.
+            sample_rate: the rate of array chunks (default: :attr:`sample_rate`).
+            raw: the format of headerless PCM bytes, ``"FORMAT:RATE[:CHANNELS]"`` (e.g.
+                ``"s16le:32000"``; see :func:`panns_infer.stream_sources.parse_raw`).
+            window: seconds tagged per update (before a whole window exists: everything so far).
+            hop: seconds of input between updates; for decision-level checkpoints rounded down
+                to whole 0.32 s segments, so the windows are those :meth:`framewise` uses.
+            top_k: labels kept in each update's tags.
+            embeddings: add each window's embedding (clip-level checkpoints).
+            events: ``True`` or a dict of :meth:`Framewise.events` options (``threshold``,
+                ``offset_threshold``, ``median_filter``, ``min_duration``, ``min_gap``,
+                ``classes``) to report events as they close (decision-level checkpoints).
+            max_lag: for live sources (file objects, paths, ``"mic"``): seconds of audio that
+                may wait while the model runs; beyond that the oldest audio is skipped and the
+                skipped span is reported (``StreamUpdate.skipped``). ``None`` (default, but 5 s
+                or two windows for ``"mic"``): never skip; the reader waits, slowing the writer.
+            idle_timeout: end the stream after this many seconds without data (``None``: wait).
+            poll: seconds between checks of a growing file.
+
+        Yields:
+            :class:`~panns_infer.stream.StreamUpdate` objects. Each update's tags equal
+            :meth:`tag` of its ``[start, end)`` slice; framewise rows, once final, and events
+            equal those of :meth:`framewise` on the whole recording with
+            ``AudioTagger(..., window=window, hop=hop, whole_up_to=0)``.
+
+        >>> sed = AudioTagger("Cnn14_DecisionLevelMax")                        # doctest: +SKIP
+        >>> for u in sed.stream(chunks, sample_rate=48000, events=True):        # doctest: +SKIP
+        ...     print(u.start, u.end, u.tags.labels[:3], u.events)
+        """
+        from .live import live_updates
+
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+            raise InvalidArgumentError(f"top_k must be a non-negative integer, got {top_k!r}")
+        options = {} if events is True else None if events in (None, False) else dict(events)  # type: ignore
+        return live_updates(self._engine, self.labels, source, sample_rate=sample_rate, raw=raw, window=window,
+                            hop=hop, top_k=top_k, embeddings=embeddings, events=options, max_lag=max_lag,
+                            idle_timeout=idle_timeout, poll=poll)
 
     def log_mel(self, x: Any, *, sample_rate: Optional[int] = None) -> np.ndarray:
         """The log-mel spectrogram (dB, before the network's normalisation) of one clip,

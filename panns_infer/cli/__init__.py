@@ -9,6 +9,8 @@
     panns-tag --export-onnx cnn14.onnx --checkpoint Cnn14          # needs panns-infer[onnx]
     panns-tag street.flac --checkpoint Cnn14_DecisionLevelMax --events --format tsv --plot out.png
     panns-tag street.flac --checkpoint Wavegram_Logmel_Cnn14 --events --segment 2 --hop 1
+    ffmpeg -i URL -f s16le -ac 1 -ar 32000 - | panns-tag --stream - --raw s16le:32000 --format jsonl
+    cat recording.wav | panns-tag -                                # one file from standard input
 
 Inputs are files, directories (``--recursive`` for subfolders), globs and ``@manifest`` files
 (see :func:`panns_infer.corpus.discover`). Without ``--output`` results go to stdout (text,
@@ -41,6 +43,7 @@ from ..errors import PannsError, UnsupportedOperationError
 from .common import EXIT_BROKEN_PIPE, EXIT_OK, EXIT_USAGE
 from .events import events_to_file, events_to_stdout
 from .options import build_parser, check_environment, check_options
+from .stream import check_stream_options
 from .tagging import tag_files, worth_optimizing
 
 __all__ = ["main", "build_parser"]
@@ -94,6 +97,9 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
         print(to_onnx(args.checkpoint, args.export_onnx, arch=args.arch, offline=args.offline or None))
         return EXIT_OK
+    check_stream_options(args, parser)
+    if args.stream is not None or args.files == ["-"]:
+        return _live(args)
     if not args.files:
         parser.print_usage(sys.stderr)
         print("panns-tag: error: give at least one FILE (or --list-models / --download / --export-onnx)", file=sys.stderr)
@@ -139,6 +145,22 @@ def _reader_gone() -> int:
             pass
     os.close(devnull)
     return EXIT_BROKEN_PIPE
+
+
+def _live(args: argparse.Namespace) -> int:
+    """``--stream SOURCE`` and ``panns-tag -`` (one file from standard input)."""
+    from ..tagger import AudioTagger
+    from .stream import stream_main, tag_stdin
+
+    tagger = AudioTagger(args.checkpoint, arch=args.arch, device=args.device, labels=args.labels,
+                         batch_size=args.batch_size, offline=args.offline or None,
+                         progress=False if args.no_progress else None)
+    _ = tagger.labels  # fail early (exit 2) when the labels cannot be had
+    if args.events and not tagger.model.has_framewise:
+        raise UnsupportedOperationError(
+            f"{tagger.arch} has no framewise output: use a sound event detection checkpoint "
+            "(Cnn14_DecisionLevelMax, Cnn14_DecisionLevelAtt)")
+    return stream_main(tagger, args) if args.stream is not None else tag_stdin(tagger, args)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

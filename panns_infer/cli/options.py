@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     sed.add_argument("--events", action="store_true",
                      help="print sound events instead of tags (decision-level checkpoints, or any with --segment)")
     sed.add_argument("--segment", type=float, help="tag consecutive segments of this many seconds (timeline)")
-    sed.add_argument("--hop", type=float, help="seconds between timeline segments (default: segment / 2)")
+    sed.add_argument("--hop", type=float, help="seconds between timeline segments (default: segment / 2); with "
+                     "--stream, seconds of input between updates (default: 1; rounded down to 0.32 s segments "
+                     "for decision-level checkpoints)")
     sed.add_argument("--threshold", type=float, default=0.5, help="event onset threshold (default: 0.5)")
     sed.add_argument("--offset-threshold", type=float, help="hysteresis: events last while p >= this")
     sed.add_argument("--min-duration", type=float, default=0.0, help="drop events shorter than this (s)")
@@ -76,6 +78,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help="save a plot of the top classes over time (needs panns-infer[plot]); with "
                           "several files, each file's position and name go before the extension "
                           "(IMAGE_1_name.png, ...)")
+    live = p.add_argument_group("live audio")
+    live.add_argument("--stream", metavar="SOURCE",
+                      help="tag a live source every --hop seconds: '-' (standard input), a file that may still "
+                           "be growing, or 'mic' (needs panns-infer[mic]); lines are flushed as they come")
+    live.add_argument("--raw", metavar="FORMAT:RATE[:CHANNELS]",
+                      help="the --stream bytes are headerless PCM, e.g. s16le:32000 (formats: u8, s8, s16le, "
+                           "s16be, s32le, s32be, f32le, f32be, f64le, f64be); default: encoded audio")
+    live.add_argument("--max-lag", type=float, metavar="SECONDS",
+                      help="when the model falls this far behind a live source, skip to the newest audio and "
+                           "report the skipped span (default: never skip, slow the writer down; 5 s for mic)")
+    live.add_argument("--idle-timeout", type=float, metavar="SECONDS",
+                      help="end the stream after this long without data (default: 10 for a file, none for "
+                           "standard input and mic)")
     return p
 
 
@@ -138,8 +153,8 @@ def _check_numbers(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     if args.batch_size < 1:
         parser.error("--batch-size must be >= 1")
     for option, value in (("--window", args.window), ("--whole-up-to", args.whole_up_to)):
-        if not (math.isfinite(value) and value >= 0):
-            parser.error(f"{option} must be a number of seconds >= 0 (--window 0 runs every file whole), got {value:g}")
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            parser.error(f"{option} must be a number of seconds >= 0 (--window 0: no windows), got {value:g}")
 
 
 def _check_events(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
