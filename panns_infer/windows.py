@@ -62,7 +62,7 @@ def grid_spans(num_samples: int, *, segment: int, hop: int) -> list[tuple[int, i
 
 def _filter_reach(rate: int, target_rate: int) -> int:
     """Input samples on each side that one kaiser_best output sample depends on."""
-    from .audio import _kaiser_best
+    from .resampling import _kaiser_best
 
     window, precision = _kaiser_best()
     scale = min(1.0, target_rate / rate)

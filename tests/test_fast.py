@@ -186,7 +186,7 @@ def test_resample_equals_resampy(rate):
 
 def test_resample_falls_back_to_resampy_for_ratios_with_many_phases():
     resampy = pytest.importorskip("resampy")
-    from panns_infer.audio import _polyphase, resample
+    from panns_infer.resampling import _polyphase, resample
 
     assert _polyphase(44100, 32001) is None
     x = (np.random.default_rng(0).standard_normal(5000) * 0.3).astype(np.float32)
