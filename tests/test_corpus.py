@@ -368,7 +368,7 @@ def test_kill_mid_run_then_resume(cnn6, labels_csv, run, tagger, tmp_path, decod
     out, emb = tmp_path / "tags.jsonl", tmp_path / "emb.npz"
     cmd = [sys.executable, "-c", SLOW_PANNS_TAG, str(root), "-r", "-c", cnn6, "--labels", str(labels_csv),
            "-o", str(out), "--embeddings", str(emb), "--batch-size", "1", "--workers", "1", "--no-progress",
-           "--whole-up-to", "0"]  # the options the resume below runs with (a record-shaping option)
+           "--window", "10", "--whole-up-to", "0"]  # the resume below runs with these (they shape records)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
