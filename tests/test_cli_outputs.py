@@ -270,7 +270,7 @@ def test_a_long_file_reports_its_progress(cnn6, labels_csv, tmp_path):
     calls = []
     for _ in tag_corpus(tagger, [long], callback=lambda path, done, total: calls.append((path, done, total))):
         pass
-    assert len(calls) >= 5 and all(p == long for p, _, _ in calls)
+    assert len(calls) >= 3 and all(p == long for p, _, _ in calls)  # one per 30 s chunk
     assert [d for _, d, _ in calls] == sorted(d for _, d, _ in calls)
     assert calls[-1][1] == pytest.approx(calls[-1][2], abs=0.01) and calls[-1][2] == pytest.approx(65.0, abs=0.01)
 

@@ -161,7 +161,7 @@ def test_mixtures_as_the_reference(reference, tagger):
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(mixture_strategy(32000, 2 * 32000))
     def run(x):
-        out = cnn14.infer(x)[0]
+        out = cnn14.infer(x)
         want = run_reference(ref14, x, len(x))
         check("mixture", "probabilities", out["clipwise_output"], want["clipwise_output"])
         check("mixture", "embedding", out["embedding"], want["embedding"])
@@ -241,7 +241,7 @@ def test_a_file_longer_than_the_window_runs_whole_as_the_reference(reference, ta
     x = np.clip(NAMED["chord"][0](rate, 12 * rate), -1, 1).astype(np.float32)
     path = tmp_path / "chord.wav"
     soundfile.write(path, x, rate, subtype="FLOAT")
-    out = tagger("Cnn14").infer(str(path))[0]
+    out = tagger("Cnn14").infer(str(path))
     y = resampy.resample(x, rate, 32000, filter="kaiser_best").astype(np.float32)
     want = run_reference(reference("Cnn14"), y, len(y))
     check("12 s chord file", "probabilities", out["clipwise_output"], want["clipwise_output"])

@@ -198,7 +198,7 @@ def test_ray_rows_equal_the_cli_records(setup, tmp_path, capsys):
     assert main([*files, "-c", setup["checkpoint"], "--labels", setup["labels"], "-k", "4", "--whole-up-to", "0",
                  "--device", "cpu", "--output", str(out), "--no-progress"]) == 1
     capsys.readouterr()
-    records = {r["path"]: r for r in map(json.loads, out.read_text().splitlines())}
+    records = {r["path"]: r for r in map(json.loads, out.read_text().splitlines()[1:])}  # after the header
     predictor = PannsPredictor(setup["checkpoint"], labels=setup["labels"], device="cpu", top_k=4, whole_up_to=0)
     rows = predictor({"path": np.array(files)})
     for path, labels, scores, error in zip(files, rows["labels"].to_pylist(), rows["scores"].to_pylist(),

@@ -9,7 +9,6 @@ fail) and compare every result with the single-threaded one.
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -96,19 +95,16 @@ def test_four_threads_share_one_tagger(tagger, tmp_path):
 
 def test_the_default_labels_load_once_under_concurrent_first_use(fixture_checkpoint, labels_csv, monkeypatch):
     """Without ``labels=``, the AudioSet list is read on first use; racing threads read it once."""
-    from panns_infer import hub, tagger as tagger_module
+    from panns_infer import tagger as tagger_module
 
-    target = hub.cache_dir() / "labels" / "class_labels_indices.csv"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(labels_csv, target)
-    real, calls = tagger_module.read_labels_csv, []
+    real, calls = tagger_module.audioset_labels, []
 
     def slow_read(*args, **kwargs):  # widen the window in which a missing lock would show
         calls.append(threading.get_ident())
         time.sleep(0.2)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tagger_module, "read_labels_csv", slow_read)
+    monkeypatch.setattr(tagger_module, "audioset_labels", slow_read)
     shared = AudioTagger(fixture_checkpoint("Cnn6"), device="cpu", offline=True)
     barrier = threading.Barrier(8)
 
