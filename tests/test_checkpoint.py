@@ -238,7 +238,7 @@ def _payloads(marker: str) -> dict[str, bytes]:
         "builtins.getattr": (f"cbuiltins\ngetattr\n(cbuiltins\n__import__\n(Vos\ntRVsystem\ntR"
                              f"(V{shell}\ntR.").encode(),
         "subprocess.Popen": f"csubprocess\nPopen\n((Vtouch\nV{marker}\nltR.".encode(),
-        "builtins.__import__": (f"cbuiltins\n__import__\n(Vos\ntR.").encode(),
+        "builtins.__import__": b"cbuiltins\n__import__\n(Vos\ntR.",
     }
 
 
