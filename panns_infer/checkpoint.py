@@ -30,8 +30,14 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from .errors import (AmbiguousArchitectureWarning, ArchitectureError, CheckpointError, CheckpointNotFoundError,
-                     DependencyError, UnsafeCheckpointError)
+from .errors import (
+    AmbiguousArchitectureWarning,
+    ArchitectureError,
+    CheckpointError,
+    CheckpointNotFoundError,
+    DependencyError,
+    UnsafeCheckpointError,
+)
 from .models import PannsModel, build_model, list_architectures
 
 __all__ = ["read_state_dict", "detect_architecture", "load_model", "verify_checkpoint_file", "require_torch"]

@@ -43,8 +43,7 @@ def live_updates(engine: Engine, class_names: Sequence[str], source: Any, *, sam
     window, the remaining framewise rows, the events still open; then an error or the
     ``KeyboardInterrupt`` is raised again.
     """
-    from .stream_sources import (Pump, TailFile, chunk_blocks, encoded_blocks, microphone_blocks, parse_raw,
-                                 raw_blocks)
+    from .stream_sources import Pump, TailFile, chunk_blocks, encoded_blocks, microphone_blocks, parse_raw, raw_blocks
 
     plan = plan_live(engine, window=window, hop=hop)
     if events is not None and not engine.model.has_framewise:

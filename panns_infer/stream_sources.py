@@ -156,8 +156,9 @@ def encoded_blocks(stream: IO[bytes]) -> Iterator[tuple[int, np.ndarray]]:
         raise AudioDecodeError("decoding encoded audio from a pipe needs PyAV (pip install av); or send raw PCM "
                                "and declare it: ffmpeg ... -f s16le -ac 1 -ar 32000 - | panns-tag --stream - "
                                "--raw s16le:32000")
-    from .audio import _blocks
     import soundfile
+
+    from .audio import _blocks
 
     try:
         f = soundfile.SoundFile(stream)

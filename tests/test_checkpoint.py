@@ -14,8 +14,14 @@ import torch
 
 from conftest import FIXTURES, HAVE_FIXTURES, make_checkpoint_module, requires_fixtures
 from panns_infer.checkpoint import detect_architecture, load_model, read_state_dict
-from panns_infer.errors import (ArchitectureError, CheckpointError, CheckpointNotFoundError, PannsError,
-                                UnknownModelError, UnsafeCheckpointError)
+from panns_infer.errors import (
+    ArchitectureError,
+    CheckpointError,
+    CheckpointNotFoundError,
+    PannsError,
+    UnknownModelError,
+    UnsafeCheckpointError,
+)
 from panns_infer.models import build_model, list_architectures
 from panns_infer.registry import CHECKPOINTS
 

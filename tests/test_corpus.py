@@ -17,13 +17,21 @@ import pytest
 import soundfile
 
 from conftest import requires_fixtures
-from panns_infer.corpus import run as corpus_run
 from panns_infer import AudioTagger
 from panns_infer.cli import main
-from panns_infer.corpus import (EmbeddingStore, FileResult, RecordFile, discover, file_stat, read_manifest,
-                                tag_corpus)
+from panns_infer.corpus import (
+    EmbeddingStore,
+    FileResult,
+    RecordFile,
+    RunHeader,
+    discover,
+    file_stat,
+    read_manifest,
+    record_key,
+    tag_corpus,
+)
+from panns_infer.corpus import run as corpus_run
 from panns_infer.engine import Engine
-from panns_infer.corpus import RunHeader, record_key
 from panns_infer.errors import AudioDecodeError, InvalidArgumentError, OutputFileError
 
 HEADER = RunHeader(model="test", sha256="0" * 64, arch="Cnn6", options={})

@@ -96,7 +96,8 @@ def test_four_threads_share_one_tagger(tagger, tmp_path):
 
 def test_the_default_labels_load_once_under_concurrent_first_use(fixture_checkpoint, labels_csv, monkeypatch):
     """Without ``labels=``, the AudioSet list is read on first use; racing threads read it once."""
-    from panns_infer import hub, tagger as tagger_module
+    from panns_infer import hub
+    from panns_infer import tagger as tagger_module
 
     target = hub.cache_dir() / "labels" / "class_labels_indices.csv"
     target.parent.mkdir(parents=True, exist_ok=True)

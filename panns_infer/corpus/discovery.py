@@ -9,8 +9,6 @@ from typing import Iterable, Iterator, Optional, Union
 
 from ..errors import InvalidArgumentError
 
-
-
 log = logging.getLogger("panns_infer")
 
 #: Extensions (lower case, without the dot) of the formats libsndfile reads, and of the audio

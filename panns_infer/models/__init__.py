@@ -16,9 +16,9 @@ from .blocks import PannsModel
 from .cnn import CNN_CONFIGS, Cnn
 from .mobilenet import MOBILENET_ARCHS, MobileNet
 from .resnet import RESNET_CONFIGS, ResNet
-from .wavegram import WavegramCnn14
 from .waveform import WAVEFORM_ARCHS
 from .waveform import build as build_waveform_model
+from .wavegram import WavegramCnn14
 
 __all__ = ["PannsModel", "build_model", "list_architectures", "ARCHITECTURES"]
 
