@@ -93,7 +93,7 @@ def require_torch(version: Optional[str] = None) -> None:
     Traceback (most recent call last):
     ...
     panns_infer.errors.DependencyError: panns_infer needs torch >= 2.6 to load checkpoints safely, but torch 2.5.1 is installed: upgrade it with pip install 'torch>=2.6'. The checkpoint file itself was not checked and may be fine.
-    """
+    """  # noqa: E501 - the example shows the whole error message, as users see it
     version = torch.__version__ if version is None else version
     if _torch_version(version) < MIN_TORCH or not hasattr(torch.serialization, "safe_globals"):
         need = ".".join(map(str, MIN_TORCH))

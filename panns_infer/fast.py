@@ -437,7 +437,8 @@ class FastCnn(Cnn):
             used = mel_w.ne(0).any(dim=1).nonzero()[:, 0]
             lo, hi = (int(used.min()), int(used.max()) + 1) if len(used) else (0, 1)
             stft = model.spectrogram_extractor.stft
-            self.register_buffer("dft", torch.cat([stft.conv_real.weight[lo:hi], stft.conv_imag.weight[lo:hi]]).detach())
+            dft = torch.cat([stft.conv_real.weight[lo:hi], stft.conv_imag.weight[lo:hi]])
+            self.register_buffer("dft", dft.detach())
             self.register_buffer("mel_used", mel_w[lo:hi].contiguous())
         self.eval()
 

@@ -61,7 +61,7 @@ def parse_raw(spec: str) -> RawFormat:
     Traceback (most recent call last):
     ...
     panns_infer.errors.InvalidArgumentError: raw format 'wav' is not one of u8, s8, s16le, s16be, s32le, s32be, f32le, f32be, f64le, f64be (spec 'wav:32000'; write FORMAT:RATE[:CHANNELS], e.g. s16le:32000)
-    """
+    """  # noqa: E501 - the example shows the whole error message, as users see it
     parts = str(spec).split(":")
     hint = f"(spec {spec!r}; write FORMAT:RATE[:CHANNELS], e.g. s16le:32000)"
     if len(parts) not in (2, 3):

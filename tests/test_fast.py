@@ -84,7 +84,8 @@ def test_every_conv_method_equals_conv_bn_relu(method, packed, monkeypatch):
                 want = torch.relu(bn(conv(x)))
                 got = layer(x)
             assert got.shape == want.shape
-            assert float((got - want).abs().max()) <= 1e-5 * max(1.0, float(want.abs().max())), (cin, cout, height, width)
+            tolerance = 1e-5 * max(1.0, float(want.abs().max()))
+            assert float((got - want).abs().max()) <= tolerance, (cin, cout, height, width)
 
 
 def test_spectrogram_is_the_reference_convolution_unless_fft_is_asked_for():

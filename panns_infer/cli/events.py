@@ -74,7 +74,8 @@ def events_to_file(tagger: "AudioTagger", files: list[str], args: argparse.Names
                     raise InvalidArgumentError(tsv_name_problem(path))  # type: ignore[arg-type]
                 frames, rate = probe_file(path)
                 res.duration, res.sample_rate = frames / rate, rate
-                result = _detect(tagger, path, args, lambda done, total: bar.within(path, done, total))
+                # the progress callback only runs inside this call
+                result = _detect(tagger, path, args, lambda done, total: bar.within(path, done, total))  # noqa: B023
                 res.events = [e.to_dict() for e in result.events(**_event_options(args, res.duration))]
             except PannsError as exc:
                 res.error = str(exc)

@@ -198,7 +198,8 @@ class RecordFile:
         size = os.path.getsize(self.path)
         with open(self.path, "rb") as f:
             end = self._skip_header(f)[0]
-            for _, end, rec in self._entries(f):
+            for _, entry_end, rec in self._entries(f):
+                end = entry_end  # after the loop: where the last complete record ends
                 self._done[rec["path"]] = _Done(rec.get("size"), rec.get("mtime"), rec.get("error") is None)
         if end < size:
             log.warning("%s: an incomplete last record (from an interrupted run) was removed", self.path)
@@ -270,7 +271,10 @@ class RecordFile:
             row += [labels[i], float(scores[i])] if i < len(labels) else ["", ""]
         row.append(r.error or "")
         if self.full:
-            row += [float(p) for p in r.tags.probabilities] if r.tags is not None else [""] * (len(self.columns) - len(row))
+            if r.tags is not None:
+                row += [float(p) for p in r.tags.probabilities]
+            else:
+                row += [""] * (len(self.columns) - len(row))
         return _encode_csv(row)
 
     def close(self) -> None:

@@ -10,7 +10,7 @@ refuses, and the soundtrack of any video file. The file's extension plays no par
 Traceback (most recent call last):
 ...
 panns_infer.errors.AudioDecodeError: cannot decode 'junk' as audio (libsndfile: Format not recognised; FFmpeg: ...); supported formats are ...
-"""
+"""  # noqa: E501 - the example shows the whole error message, as users see it
 
 from __future__ import annotations
 
