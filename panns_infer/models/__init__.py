@@ -22,17 +22,24 @@ from .wavegram import WavegramCnn14
 
 __all__ = ["PannsModel", "build_model", "list_architectures", "ARCHITECTURES"]
 
+
+
+def _builder(build: Callable[[str, int], PannsModel], name: str) -> Callable[[int], PannsModel]:
+    """``classes -> build(name, classes)``."""
+    return lambda classes: build(name, classes)
+
+
 ARCHITECTURES: dict[str, Callable[[int], PannsModel]] = {}
 for _name in CNN_CONFIGS:
-    ARCHITECTURES[_name] = lambda classes, _name=_name: Cnn(_name, classes)
+    ARCHITECTURES[_name] = _builder(Cnn, _name)
 for _name in ("Wavegram_Cnn14", "Wavegram_Logmel_Cnn14"):
-    ARCHITECTURES[_name] = lambda classes, _name=_name: WavegramCnn14(_name, classes)
+    ARCHITECTURES[_name] = _builder(WavegramCnn14, _name)
 for _name in RESNET_CONFIGS:
-    ARCHITECTURES[_name] = lambda classes, _name=_name: ResNet(_name, classes)
+    ARCHITECTURES[_name] = _builder(ResNet, _name)
 for _name in MOBILENET_ARCHS:
-    ARCHITECTURES[_name] = lambda classes, _name=_name: MobileNet(_name, classes)
+    ARCHITECTURES[_name] = _builder(MobileNet, _name)
 for _name in WAVEFORM_ARCHS:
-    ARCHITECTURES[_name] = lambda classes, _name=_name: build_waveform_model(_name, classes)
+    ARCHITECTURES[_name] = _builder(build_waveform_model, _name)
 
 
 def list_architectures() -> list[str]:
