@@ -476,8 +476,7 @@ def as_clips(x: Any, *, sample_rate: Optional[int], target_rate: int) -> tuple[l
     if isinstance(x, (str, os.PathLike)) or is_file_object(x):
         return [read_audio(x, target_rate)], True
     if isinstance(x, (np.ndarray, torch.Tensor)):
-        clips = _array_clips(x, rate, target_rate, "audio array")
-        return clips, x.ndim == 1
+        return _array_clips(x, rate, target_rate, "audio array"), x.ndim == 1
     if isinstance(x, (list, tuple)):
         clips: list[Clip] = []
         for i, item in enumerate(x):

@@ -147,8 +147,10 @@ def encoded_blocks(stream: IO[bytes]) -> Iterator[tuple[int, np.ndarray]]:
     try:
         import av  # noqa: F401
     except ImportError:
-        av = None
-    if av is not None:
+        have_av = False
+    else:
+        have_av = True
+    if have_av:
         yield from _av_blocks(stream)
         return
     seekable = getattr(stream, "seekable", lambda: False)()
