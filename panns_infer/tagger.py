@@ -221,7 +221,7 @@ class AudioTagger:
 
     # -- inference -----------------------------------------------------------------------------
 
-    def _items(self, x: Any, sample_rate: Optional[int]) -> tuple[list[Item], bool]:
+    def _items(self, x: Any, sample_rate: Optional[int]) -> tuple[Sequence[Item], bool]:
         """Inputs as clips in memory, or :class:`LongFile` for files too long for one pass."""
 
         def long_file(el: Any) -> Optional[LongFile]:
