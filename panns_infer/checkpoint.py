@@ -25,7 +25,7 @@ import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Union, cast
 
 import numpy as np
 import torch
@@ -55,7 +55,7 @@ def _numpy_globals() -> list:
     try:
         from numpy._core import multiarray  # numpy >= 2
     except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core import multiarray
+        from numpy.core import multiarray  # type: ignore[no-redef]  # the same module, numpy 1.x's path
     allowed: list = [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype]
     # Files written under numpy 1.x name the functions by their old module path.
     allowed += [(multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
@@ -398,7 +398,7 @@ def load_model(checkpoint: Union[PathLike, Mapping[str, torch.Tensor]], *, arch:
     if arch is None and detected in TWINS:
         detected = _settle_twins(None if isinstance(checkpoint, Mapping) else Path(checkpoint), filename, source)
     with torch.device("meta"):  # no memory for initial weights: the loaded tensors are assigned
-        model = build_model(arch or detected)
+        model = build_model(cast(str, arch or detected))  # detection raised unless one is set
     if hasattr(model, "logmel_extractor"):
         from .frontend import build_frontend_state, check_frontend_tensors
 
