@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Generator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -359,7 +359,7 @@ class AudioTagger:
     def stream(self, source: Any, *, sample_rate: Optional[int] = None, raw: Optional[str] = None,
                window: float = 10.0, hop: float = 1.0, top_k: int = 10, embeddings: bool = False,
                events: Union[bool, dict, None] = None, max_lag: Optional[float] = None,
-               idle_timeout: Optional[float] = None, poll: float = 0.1) -> Iterator["StreamUpdate"]:
+               idle_timeout: Optional[float] = None, poll: float = 0.1) -> Generator["StreamUpdate", None, None]:
         """Tag live audio: every ``hop`` seconds of input, the tags of the latest window.
 
         Args:

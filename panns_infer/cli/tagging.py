@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, cast
 
 from ..errors import PannsError, UnsupportedOperationError
 from .common import EXIT_OK, EXIT_SOME_FAILED, report_failure
@@ -67,7 +67,7 @@ def tag_files(tagger: "AudioTagger", files: list[str], args: argparse.Namespace,
                                  overwrite=args.overwrite)
         if args.embeddings:
             try:
-                store = EmbeddingStore(args.embeddings, tagger.embedding_size,
+                store = EmbeddingStore(args.embeddings, cast(int, tagger.embedding_size),  # checked above
                                        header=run_header(tagger, args, "embeddings"), overwrite=args.overwrite)
             except PannsError:
                 if records is not None and new_output:  # refused: leave no trace of this run

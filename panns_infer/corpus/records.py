@@ -266,7 +266,7 @@ class RecordFile:
             return (json.dumps(rec) + "\n").encode("ascii")
         row: list[Any] = [key, _num(r.duration), r.sample_rate, self.header.model, r.size, r.mtime]
         labels = r.tags.labels if r.tags is not None else []
-        scores = r.tags.scores if r.tags is not None else []
+        scores: Any = r.tags.scores if r.tags is not None else []  # an array, or an empty list
         for i in range(self.top_k):
             row += [labels[i], float(scores[i])] if i < len(labels) else ["", ""]
         row.append(r.error or "")
