@@ -436,6 +436,7 @@ def _released_twin(path: Path, *, named: Optional[str]) -> Optional[str]:
                and (c.size == size if c.size is not None else named is None)]
     if not entries:
         return None
+    # entries have a checksum (filtered above)
     hashes = {c.checksum.split(":", 1)[0]: None for c in entries}  # type: ignore[union-attr]
     digests = {algorithm: hashlib.new(algorithm) for algorithm in hashes}
     with open(path, "rb") as f:
@@ -443,7 +444,7 @@ def _released_twin(path: Path, *, named: Optional[str]) -> Optional[str]:
             for digest in digests.values():
                 digest.update(chunk)
     for c in entries:
-        algorithm, expected = c.checksum.split(":", 1)  # type: ignore[union-attr]
+        algorithm, expected = c.checksum.split(":", 1)  # type: ignore[union-attr]  # filtered above
         if digests[algorithm].hexdigest() == expected.lower():
             return c.arch
     return None

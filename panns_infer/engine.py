@@ -255,7 +255,7 @@ class Engine:
         if result is None:  # a header that promised audio the file does not hold
             from .audio import read_audio
 
-            clip = read_audio(item.path, self.model.sample_rate)  # type: ignore[union-attr]
+            clip = read_audio(item.path, self.model.sample_rate)  # type: ignore[union-attr]  # a LongFile: a path
             return self.run([clip], outputs, aggregate=aggregate)[0], len(clip.samples)
         return result, end
 

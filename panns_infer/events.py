@@ -545,7 +545,7 @@ def _check_field(text: str, what: str) -> None:
 
 def _write_text(text: str, path_or_stream: PathOrStream) -> None:
     if hasattr(path_or_stream, "write"):
-        path_or_stream.write(text)  # type: ignore[union-attr]
+        path_or_stream.write(text)
         return
     with _atomic_open(path_or_stream, "w") as f:
         f.write(text)

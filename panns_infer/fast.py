@@ -531,6 +531,6 @@ def optimize(model: PannsModel, *, release: bool = False, spectrogram: Spectrogr
         return model
     if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in model.parameters()):
         return model
-    fast = FastCnn(model, release=release, spectrogram=spectrogram)  # type: ignore[arg-type]
+    fast = FastCnn(cast(Cnn, model), release=release, spectrogram=spectrogram)  # supports(model): a Cnn
     logger.debug("optimize: %s runs with folded batch norm and GEMM convolutions", model.arch)
     return fast

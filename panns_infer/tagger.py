@@ -190,7 +190,7 @@ class AudioTagger:
         never read from the checkpoint file again: the tagger keeps working when that file is
         moved or replaced. For the plain network's modules, pass ``optimize=False``.
         """
-        return self._engine.runner  # type: ignore[return-value]
+        return self._engine.runner
 
     @property
     def arch(self) -> str:
@@ -399,7 +399,8 @@ class AudioTagger:
 
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
             raise InvalidArgumentError(f"top_k must be a non-negative integer, got {top_k!r}")
-        options = {} if events is True else None if events in (None, False) else dict(events)  # type: ignore
+        # "in (None, False)" does not narrow for mypy; it also turns events=0 off, so it stays
+        options = {} if events is True else None if events in (None, False) else dict(events)  # type: ignore[arg-type]
         return live_updates(self._engine, self.labels, source, sample_rate=sample_rate, raw=raw, window=window,
                             hop=hop, top_k=top_k, embeddings=embeddings, events=options, max_lag=max_lag,
                             idle_timeout=idle_timeout, poll=poll)

@@ -13,6 +13,7 @@ from .common import EXIT_OK, EXIT_SOME_FAILED, report_failure
 
 if TYPE_CHECKING:
     from ..corpus import EmbeddingStore, FileResult, RecordFile
+    from ..results import Tags
     from ..tagger import AudioTagger
 
 __all__ = ["tag_files", "resume", "worth_optimizing"]
@@ -42,7 +43,8 @@ def worth_optimizing(files: list[str]) -> bool:
 
 def _format_text(r: "FileResult") -> str:
     lines = [f"{r.path}:"]
-    lines += [f"  {score:.3f}  {label}" for label, score in zip(r.tags.labels, r.tags.scores)]  # type: ignore[union-attr]
+    tags = cast("Tags", r.tags)  # text output is for results without an error, which carry tags
+    lines += [f"  {score:.3f}  {label}" for label, score in zip(tags.labels, tags.scores)]
     return "\n".join(lines)
 
 
@@ -126,7 +128,7 @@ def resume(files: list[str], records: Optional["RecordFile"], store: Optional["E
     if records is not None:
         records.drop(todo)  # errors are retried, changed files recomputed: their old records go
     if len(todo) < len(files):
-        where = " and ".join(o.path for o in (records, store) if o is not None)  # type: ignore[attr-defined]
+        where = " and ".join(o.path for o in (records, store) if o is not None)
         print(f"panns-tag: {len(files) - len(todo)} of {len(files)} file(s) already done in {where}; "
               f"{len(todo)} to do", file=sys.stderr, flush=True)
     return todo

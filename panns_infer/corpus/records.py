@@ -256,10 +256,11 @@ class RecordFile:
         self._file.flush()
         os.fsync(self._file.fileno())
         for r in results:
+            # corpus files are paths (bytes have no path and no record)
             self._done[record_key(r.path)] = _Done(r.size, r.mtime, r.ok)  # type: ignore[arg-type]
 
     def _encode(self, r: FileResult) -> bytes:
-        key = record_key(r.path)  # type: ignore[arg-type]
+        key = record_key(r.path)  # type: ignore[arg-type]  # corpus files are paths
         if self.format == "jsonl":
             rec = r.to_dict(full=self.full, model=self.header.model)
             rec["path"] = key

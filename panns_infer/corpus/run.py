@@ -194,7 +194,7 @@ def tag_corpus(tagger: "AudioTagger", sources: Iterable[Source], *, top_k: int =
         return results
 
     def stream(prep: _Prepared) -> FileResult:
-        item: Union[LongFile, Clip] = prep.stream  # type: ignore[assignment]
+        item: Union[LongFile, Clip] = prep.stream  # type: ignore[assignment]  # called for streamed files only
         try:
             length = item.num_samples if isinstance(item, LongFile) else len(item.samples)
             report = (None if callback is None else
@@ -308,6 +308,7 @@ class _Prefetcher:
                 item = next(self._items)
             except StopIteration:
                 return
+            # only called with a pool (without one, __iter__ maps in this thread)
             self._queue.append(self._pool.submit(self._fn, item))  # type: ignore[union-attr]
 
     def __iter__(self) -> Iterator[Any]:
