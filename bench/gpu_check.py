@@ -27,7 +27,6 @@ FIXTURES = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT.parent / "shared" / 
 sys.path.insert(0, str(FIXTURES))
 
 import make_checkpoint as mc  # noqa: E402
-
 from panns_infer import AudioTagger  # noqa: E402
 from panns_infer.errors import DeviceError  # noqa: E402
 from panns_infer.models import list_architectures  # noqa: E402

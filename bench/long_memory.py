@@ -3,8 +3,8 @@
     python bench/long_memory.py                 # 60 min through panns_infer (chunks, windows), 10 min through the peer
     python bench/long_memory.py --minutes 5 60 --peer-minutes 2 --no-windows   # memory flat from 5 to 60 min?
     python bench/long_memory.py --work-minutes 10 --minutes 0 --peer-minutes 0  # the work ratio only
-    python bench/long_memory.py --minutes 120 --format m4a --arch Cnn6 --peer-minutes 0 --no-windows  # 2 h podcast, tags
-    python bench/long_memory.py --minutes 120 --format flac --arch Cnn6 --peer-minutes 0 --no-windows  # the same as FLAC
+    python bench/long_memory.py --minutes 120 --format m4a --arch Cnn6 --peer-minutes 0 --no-windows  # 2 h podcast
+    python bench/long_memory.py --minutes 120 --format flac --arch Cnn6 --peer-minutes 0 --no-windows  # as FLAC
 
 Each measurement runs in a fresh process (peak RSS from getrusage). panns_infer runs
 Cnn14_DecisionLevelMax (``--arch``; a clip-level model runs tag() only) on CPU: tag() + framewise()

@@ -7,8 +7,9 @@ For each convolution (batch norm folded in, ReLU included) at the input shape it
 10 s clip, prints milliseconds and GFLOP/s (2 x direct multiply-adds over the 'same' output,
 padding taps counted as work, so the narrow and Winograd methods, which do less work, can
 exceed the matrix-product rate) for: oneDNN in NCHW, oneDNN channels-last, im2col + GEMM,
-Winograd F(2x2, 3x3), and, on maps at most two bins wide, GEMM without the padding taps. ``*`` marks the method panns_infer.fast picks. Methods alternate within each
-repetition, so background load hits all of them; each figure is a median.
+Winograd F(2x2, 3x3), and, on maps at most two bins wide, GEMM without the padding taps. ``*``
+marks the method panns_infer.fast picks. Methods alternate within each repetition, so
+background load hits all of them; each figure is a median.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def main() -> None:
             flops = 2 * batch * shape[2] * shape[3] * conv.out_channels * conv.in_channels * conv.kernel_size[0] ** 2
             times: dict = {m: [] for m in runs}
             with torch.inference_mode():
-                for m, layer in runs.items():
+                for layer in runs.values():
                     layer(x)
                 for _ in range(args.reps):
                     for m, layer in runs.items():

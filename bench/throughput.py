@@ -142,15 +142,16 @@ def main() -> None:
         for batch in (1, 8):
             work = clips[:batch]
             stacked = np.stack(work)
+            # the closures below are called within this iteration only
             if job == "tag":
-                ours_fn = lambda: [t.probabilities for t in ours.tag(work)]  # noqa: E731
-                peer_fn = lambda: peer.inference(stacked)[0]  # noqa: E731
+                ours_fn = lambda: [t.probabilities for t in ours.tag(work)]  # noqa: E731, B023
+                peer_fn = lambda: peer.inference(stacked)[0]  # noqa: E731, B023
             elif job == "embed":
-                ours_fn = lambda: ours.embed(work)  # noqa: E731
-                peer_fn = lambda: peer.inference(stacked)[1]  # noqa: E731
+                ours_fn = lambda: ours.embed(work)  # noqa: E731, B023
+                peer_fn = lambda: peer.inference(stacked)[1]  # noqa: E731, B023
             else:
-                ours_fn = lambda: [f.probabilities for f in ours.framewise(work)]  # noqa: E731
-                peer_fn = lambda: peer.inference(stacked)  # noqa: E731
+                ours_fn = lambda: [f.probabilities for f in ours.framewise(work)]  # noqa: E731, B023
+                peer_fn = lambda: peer.inference(stacked)  # noqa: E731, B023
             diff = float(np.abs(np.stack(ours_fn()) - np.asarray(peer_fn())).max())
             t_ours, t_peer = [], []
             for _ in range(args.reps):  # alternate so drift hits both

@@ -123,7 +123,7 @@ def _source_name(source: Source) -> str:
     if is_file_object(source):
         label = getattr(source, "name", None)
         return label if isinstance(label, str) else f"<{type(source).__name__}>"
-    name = os.fspath(source)  # type: ignore[arg-type]
+    name = os.fspath(source)  # type: ignore[arg-type]  # not a file object, so a path
     return os.fsdecode(name) if isinstance(name, bytes) else name
 
 
@@ -170,6 +170,7 @@ def probe_file(path: Source, *, stream: Optional[int] = None) -> tuple[int, int]
     ...
     panns_infer.errors.AudioDecodeError: audio file 'missing.wav' does not exist; check the path
     """
+    # is_file_object() checked path (it cannot be a TypeGuard on Python 3.9)
     here = path.tell() if is_file_object(path) and _seekable(path) else None  # type: ignore[union-attr]
     try:
         size = source_size(path)
@@ -179,7 +180,7 @@ def probe_file(path: Source, *, stream: Optional[int] = None) -> tuple[int, int]
             frames, channels = decoder.frames, decoder.channels
     finally:
         if here is not None:
-            path.seek(here)  # type: ignore[union-attr]
+            path.seek(here)  # type: ignore[union-attr]  # a file object: here is not None
     if size is None:  # a pipe or device: nothing to compare with
         return frames, rate
     return max(0, min(frames, size * _MAX_SAMPLES_PER_BYTE // max(1, channels))), rate
@@ -346,8 +347,7 @@ def as_clips(x: Any, *, sample_rate: Optional[int], target_rate: int) -> tuple[l
     if isinstance(x, (str, os.PathLike)) or is_file_object(x):
         return [read_audio(x, target_rate)], True
     if isinstance(x, (np.ndarray, torch.Tensor)):
-        clips = _array_clips(x, rate, target_rate, "audio array")
-        return clips, x.ndim == 1
+        return _array_clips(x, rate, target_rate, "audio array"), x.ndim == 1
     if isinstance(x, (list, tuple)):
         clips: list[Clip] = []
         for i, item in enumerate(x):

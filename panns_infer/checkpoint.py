@@ -25,13 +25,19 @@ import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Union, cast
 
 import numpy as np
 import torch
 
-from .errors import (AmbiguousArchitectureWarning, ArchitectureError, CheckpointError, CheckpointNotFoundError,
-                     DependencyError, UnsafeCheckpointError)
+from .errors import (
+    AmbiguousArchitectureWarning,
+    ArchitectureError,
+    CheckpointError,
+    CheckpointNotFoundError,
+    DependencyError,
+    UnsafeCheckpointError,
+)
 from .models import PannsModel, build_model, list_architectures
 
 __all__ = ["read_state_dict", "detect_architecture", "load_model", "verify_checkpoint_file", "require_torch"]
@@ -49,7 +55,7 @@ def _numpy_globals() -> list:
     try:
         from numpy._core import multiarray  # numpy >= 2
     except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core import multiarray
+        from numpy.core import multiarray  # type: ignore[no-redef]  # the same module, numpy 1.x's path
     allowed: list = [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype]
     # Files written under numpy 1.x name the functions by their old module path.
     allowed += [(multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
@@ -87,7 +93,7 @@ def require_torch(version: Optional[str] = None) -> None:
     Traceback (most recent call last):
     ...
     panns_infer.errors.DependencyError: panns_infer needs torch >= 2.6 to load checkpoints safely, but torch 2.5.1 is installed: upgrade it with pip install 'torch>=2.6'. The checkpoint file itself was not checked and may be fine.
-    """
+    """  # noqa: E501 - the example shows the whole error message, as users see it
     version = torch.__version__ if version is None else version
     if _torch_version(version) < MIN_TORCH or not hasattr(torch.serialization, "safe_globals"):
         need = ".".join(map(str, MIN_TORCH))
@@ -392,7 +398,7 @@ def load_model(checkpoint: Union[PathLike, Mapping[str, torch.Tensor]], *, arch:
     if arch is None and detected in TWINS:
         detected = _settle_twins(None if isinstance(checkpoint, Mapping) else Path(checkpoint), filename, source)
     with torch.device("meta"):  # no memory for initial weights: the loaded tensors are assigned
-        model = build_model(arch or detected)
+        model = build_model(cast(str, arch or detected))  # detection raised unless one is set
     if hasattr(model, "logmel_extractor"):
         from .frontend import build_frontend_state, check_frontend_tensors
 
@@ -430,6 +436,7 @@ def _released_twin(path: Path, *, named: Optional[str]) -> Optional[str]:
                and (c.size == size if c.size is not None else named is None)]
     if not entries:
         return None
+    # entries have a checksum (filtered above)
     hashes = {c.checksum.split(":", 1)[0]: None for c in entries}  # type: ignore[union-attr]
     digests = {algorithm: hashlib.new(algorithm) for algorithm in hashes}
     with open(path, "rb") as f:
@@ -437,7 +444,7 @@ def _released_twin(path: Path, *, named: Optional[str]) -> Optional[str]:
             for digest in digests.values():
                 digest.update(chunk)
     for c in entries:
-        algorithm, expected = c.checksum.split(":", 1)  # type: ignore[union-attr]
+        algorithm, expected = c.checksum.split(":", 1)  # type: ignore[union-attr]  # filtered above
         if digests[algorithm].hexdigest() == expected.lower():
             return c.arch
     return None

@@ -22,7 +22,7 @@ import numbers
 import os
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Callable, Hashable, Iterable, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Hashable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ import torch
 from .audio import Clip, probe_file
 from .chunks import ChunkPlan, StepAssembler, iter_chunks
 from .errors import InvalidArgumentError
-from .frontend import check_spectrogram
+from .frontend import SpectrogramMethod, check_spectrogram
 from .models import PannsModel
 from .numerics import PRECISIONS, precision_scope
 from .windows import iter_windows, plan_windows, read_blocks, stitch_segments
@@ -93,7 +93,7 @@ class Engine:
 
     def __init__(self, model: PannsModel, device: torch.device, *, batch_size: int,
                  window: Optional[float], hop: Optional[float], whole_up_to: float = 30.0,
-                 precision: str = "fp32", optimize: bool = True, spectrogram: str = "reference",
+                 precision: str = "fp32", optimize: bool = True, spectrogram: SpectrogramMethod = "reference",
                  aggregate: str = "max") -> None:
         if precision not in PRECISIONS:
             raise InvalidArgumentError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -103,11 +103,11 @@ class Engine:
         if aggregate not in AGGREGATIONS:
             raise InvalidArgumentError(f"aggregate must be one of {AGGREGATIONS}, got {aggregate!r}")
         self.model = model
-        self.runner: torch.nn.Module = model  # what batches run through
+        self.runner: PannsModel = model  # what batches run through
         if optimize and device.type == "cpu" and precision == "fp32":
             from .fast import optimize as optimize_model
 
-            self.runner = optimize_model(model, release=True, spectrogram=spectrogram)  # type: ignore[arg-type]
+            self.runner = optimize_model(model, release=True, spectrogram=spectrogram)
             _trim_heap()  # building it freed the original weights and many temporaries
         self.device = device
         self.precision = precision
@@ -119,6 +119,9 @@ class Engine:
             raise InvalidArgumentError(f"need whole_up_to >= 0 seconds, got {whole_up_to!r}")
         whole = None if math.isinf(whole_up_to) else int(round(whole_up_to * rate))
         self.plan: Optional[ChunkPlan] = None
+        self.window: Optional[int]  # samples, None for exact whole-input results
+        self.hop: Optional[int]
+        self.whole: Optional[int]  # the longest input run in one pass, None for no limit
         if window is None:
             self.window = self.hop = None
             self.whole = whole
@@ -142,7 +145,7 @@ class Engine:
         # chunks per forward pass: on the CPU one bounds memory; a GPU takes as many samples as
         # a batch of 10 s clips
         chunk = (self.plan.core + 2 * self.plan.margin) if self.plan else 1
-        self.chunks_per_pass = 1 if device.type == "cpu" else max(1, batch_size * 10 * rate // chunk)
+        self.chunks_per_pass: int = 1 if device.type == "cpu" else max(1, batch_size * 10 * rate // chunk)
 
     # -- inputs --------------------------------------------------------------------------------
 
@@ -165,7 +168,7 @@ class Engine:
 
     def spans(self, num_samples: int) -> list[tuple[int, int]]:
         """The windows of an input (one span, the whole input, unless it runs as windows)."""
-        if self.window is None or not self.is_long(num_samples):
+        if self.window is None or self.hop is None or not self.is_long(num_samples):  # both or neither None
             return [(0, num_samples)]
         return plan_windows(num_samples, window=self.window, hop=self.hop, align=self.segment_samples)
 
@@ -194,7 +197,7 @@ class Engine:
         return results
 
     def run(self, items: Sequence[Item], outputs: Sequence[str], *, aggregate: Optional[str] = None,
-            callback: Optional[ProgressCallback] = None) -> list[dict[str, np.ndarray]]:
+            callback: Optional[ProgressCallback] = None) -> list[dict[str, Any]]:
         """Per-item outputs, in order.
 
         ``outputs`` names model outputs (``clipwise_output``, ``embedding``,
@@ -227,7 +230,7 @@ class Engine:
 
             results[i], _ = self.run_long(item, outputs, aggregate=aggregate, progress=progress)
             done += item.num_samples if isinstance(item, LongFile) else len(item.samples)
-        return results  # type: ignore[return-value]
+        return results  # type: ignore[return-value]  # no None left: a long item has samples (probed)
 
     def run_long(self, item: Item, outputs: Sequence[str], *, aggregate: Optional[str] = None,
                  progress: Optional[Callable[[int], None]] = None) -> tuple[dict[str, np.ndarray], int]:
@@ -252,7 +255,7 @@ class Engine:
         if result is None:  # a header that promised audio the file does not hold
             from .audio import read_audio
 
-            clip = read_audio(item.path, self.model.sample_rate)  # type: ignore[union-attr]
+            clip = read_audio(item.path, self.model.sample_rate)  # type: ignore[union-attr]  # a LongFile: a path
             return self.run([clip], outputs, aggregate=aggregate)[0], len(clip.samples)
         return result, end
 
@@ -264,13 +267,13 @@ class Engine:
             blocks: Iterable[np.ndarray] = read_blocks(item.path, self.model.sample_rate)
         else:
             blocks = [item.samples]
-        assembler = StepAssembler(self.runner, outputs)  # type: ignore[arg-type]
+        assembler = StepAssembler(self.runner, outputs)
         end = 0
         with torch.inference_mode(), precision_scope(self.device, self.precision) as scope:
             for group in _equal_length_groups(iter_chunks(blocks, self.plan), self.chunks_per_pass):
                 batch = np.stack([self._padded(chunk) for chunk in group])
                 tensor = torch.from_numpy(batch).to(self.device)
-                steps = scope.run(self.runner.step_outputs, tensor)  # type: ignore[union-attr]
+                steps = scope.run(self.runner.step_outputs, tensor)
                 for row, chunk in enumerate(group):
                     assembler.add({k: v[row:row + 1, chunk.keep_from:chunk.keep_to] for k, v in steps.items()})
                     end = chunk.start + len(chunk.samples)

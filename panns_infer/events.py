@@ -75,8 +75,8 @@ import numpy as np
 
 from .errors import InvalidArgumentError
 
-__all__ = ["Event", "detect_events", "plan_events", "detect_planned", "EventPlan", "events_to_tsv", "events_to_json", "DEFAULT_THRESHOLD",
-           "TSV_HEADER"]
+__all__ = ["Event", "detect_events", "plan_events", "detect_planned", "EventPlan", "events_to_tsv", "events_to_json",
+           "DEFAULT_THRESHOLD", "TSV_HEADER"]
 
 DEFAULT_THRESHOLD = 0.5
 """The onset threshold used when none is given (see the module docstring)."""
@@ -239,7 +239,7 @@ def plan_events(class_names: Sequence[str], frame_hop: float, *,
     Traceback (most recent call last):
     ...
     panns_infer.errors.InvalidArgumentError: classes names an unknown class 'Dgo'; did you mean 'Dog'? (class names are case-sensitive; see Framewise.class_names)
-    """
+    """  # noqa: E501 - the example shows the whole error message, as users see it
     names = _check_class_names(class_names, None)
     hop = _check_seconds(frame_hop, "frame_hop", positive=True)
     min_duration = _check_seconds(min_duration, "min_duration")
@@ -545,7 +545,7 @@ def _check_field(text: str, what: str) -> None:
 
 def _write_text(text: str, path_or_stream: PathOrStream) -> None:
     if hasattr(path_or_stream, "write"):
-        path_or_stream.write(text)  # type: ignore[union-attr]
+        path_or_stream.write(text)
         return
     with _atomic_open(path_or_stream, "w") as f:
         f.write(text)

@@ -52,7 +52,7 @@ True
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from typing import Any, Optional, Union, cast
 
 import torch
 from torch import nn
@@ -101,12 +101,14 @@ def fold_batch_norm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, 
     >>> w.shape, b.shape
     (torch.Size([3, 2, 3, 3]), torch.Size([3]))
     """
+    # batch norms from checkpoints track running statistics: neither is None
+    running_mean, running_var = cast(torch.Tensor, bn.running_mean), cast(torch.Tensor, bn.running_var)
     with torch.no_grad():
-        scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+        scale = bn.weight.double() / torch.sqrt(running_var.double() + bn.eps)
         # The weights are scaled in float32 (one rounding): a float64 copy of Cnn14's largest
         # layer would be a 300 MB temporary.
         weight = conv.weight * scale.float()[:, None, None, None]
-        bias = bn.bias.double() - bn.running_mean.double() * scale
+        bias = bn.bias.double() - running_mean.double() * scale
         if conv.bias is not None:
             bias = bias + conv.bias.double() * scale
     return weight, bias.float()
@@ -333,6 +335,10 @@ class FastConv(nn.Module):
     Output is logical NCHW, channels-last or contiguous depending on the method.
     """
 
+    form: Any  # the method's weights: one Linear (narrow, gemm), Winograd's list of Linears
+    weight: torch.Tensor  # buffers of the oneDNN methods
+    bias: torch.Tensor
+
     def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, width: int, method: Optional[str] = None,
                  *, release: bool = False) -> None:
         super().__init__()
@@ -376,11 +382,13 @@ class FastConv(nn.Module):
 class FastBlock(nn.Module):
     """A :class:`ConvBlock` or :class:`ConvBlock5x5` with folded batch norm and fast convs."""
 
-    def __init__(self, block: nn.Module, width: int, *, release: bool = False) -> None:
+    def __init__(self, block: Union[ConvBlock, ConvBlock5x5], width: int, *, release: bool = False) -> None:
         super().__init__()
         self.pool = block.pool
         pairs = [(block.conv1, block.bn1)] + ([(block.conv2, block.bn2)] if isinstance(block, ConvBlock) else [])
-        self.convs = nn.ModuleList([FastConv(conv, bn, width, release=release) for conv, bn in pairs])
+        convs = [FastConv(conv, bn, width, release=release) for conv, bn in pairs]
+        self.convs = nn.ModuleList(convs)
+        self.out_channels = convs[0].out_channels  # the first convolution's
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for conv in self.convs:
@@ -393,6 +401,10 @@ class FastCnn(Cnn):
     filter bank, ``bn0``, head layers and head code) is the wrapped model's, shared, not
     copied. With ``spectrogram="fft"`` the power spectrogram is computed by FFT instead when
     the model's STFT kernels are the standard ones."""
+
+    window: torch.Tensor  # buffers of the front end: the FFT's window, or the reference's DFT kernels
+    dft: torch.Tensor
+    mel_used: torch.Tensor
 
     def __init__(self, model: Cnn, *, release: bool = False, spectrogram: SpectrogramMethod = "reference") -> None:
         check_spectrogram(spectrogram)
@@ -409,7 +421,8 @@ class FastCnn(Cnn):
         # The deepest blocks hold most of the weights: built first, while few fast forms exist,
         # the transient copies of their largest layers (dense and packed) never coincide with
         # all the other forms (Cnn14 with release=True: peak RSS while building 886 -> ~780 MB).
-        built = {name: FastBlock(child, widths[name], release=release)
+        # widths names the conv blocks only
+        built = {name: FastBlock(cast(Union[ConvBlock, ConvBlock5x5], child), widths[name], release=release)
                  for name, child in reversed(list(model.named_children())) if name in widths}
         blocks = []
         for name, child in model.named_children():
@@ -437,7 +450,8 @@ class FastCnn(Cnn):
             used = mel_w.ne(0).any(dim=1).nonzero()[:, 0]
             lo, hi = (int(used.min()), int(used.max()) + 1) if len(used) else (0, 1)
             stft = model.spectrogram_extractor.stft
-            self.register_buffer("dft", torch.cat([stft.conv_real.weight[lo:hi], stft.conv_imag.weight[lo:hi]]).detach())
+            dft = torch.cat([stft.conv_real.weight[lo:hi], stft.conv_imag.weight[lo:hi]])
+            self.register_buffer("dft", dft.detach())
             self.register_buffer("mel_used", mel_w[lo:hi].contiguous())
         self.eval()
 
@@ -468,7 +482,7 @@ class FastCnn(Cnn):
         x = self.logmel(waveform)
         b, _, frames, mels = x.shape
         if self.lead:
-            step = max(1, _LEAD_SLICE_FLOATS // (frames * mels * self.blocks[0].convs[0].out_channels))
+            step = max(1, _LEAD_SLICE_FLOATS // (frames * mels * cast(FastBlock, self.blocks[0]).out_channels))
             if step < b:
                 x = torch.cat([self._run(x[i:i + step], self.blocks[:self.lead]) for i in range(0, b, step)])
             else:
@@ -517,6 +531,6 @@ def optimize(model: PannsModel, *, release: bool = False, spectrogram: Spectrogr
         return model
     if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in model.parameters()):
         return model
-    fast = FastCnn(model, release=release, spectrogram=spectrogram)  # type: ignore[arg-type]
+    fast = FastCnn(cast(Cnn, model), release=release, spectrogram=spectrogram)  # supports(model): a Cnn
     logger.debug("optimize: %s runs with folded batch norm and GEMM convolutions", model.arch)
     return fast

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Union
 
 import numpy as np
 import torch
@@ -95,7 +95,7 @@ _MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP  # 15
 _LOGSTEP = math.log(6.4) / 27.0
 
 
-def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+def _hz_to_mel(f: Union[float, np.ndarray]) -> np.ndarray:
     f = np.asarray(f, dtype=np.float64)
     linear = f / _F_SP
     log = _MIN_LOG_MEL + np.log(np.maximum(f, 1e-12) / _MIN_LOG_HZ) / _LOGSTEP
@@ -147,7 +147,7 @@ def _stft_kernels(cfg: FrontEndConfig) -> tuple[np.ndarray, np.ndarray]:
 class _STFT(nn.Module):
     def __init__(self, cfg: FrontEndConfig) -> None:
         super().__init__()
-        kernel = dict(kernel_size=cfg.window_size, stride=cfg.hop_size, bias=False)
+        kernel: dict[str, Any] = dict(kernel_size=cfg.window_size, stride=cfg.hop_size, bias=False)
         self.conv_real = nn.Conv1d(1, cfg.freq_bins, **kernel)
         self.conv_imag = nn.Conv1d(1, cfg.freq_bins, **kernel)
         real, imag = stft_kernels(cfg)

@@ -80,6 +80,8 @@ class _Resampler(nn.Module):
     ``rolloff`` times the lower Nyquist frequency. Output length is ``ceil(N * new / orig)``.
     """
 
+    kernel: torch.Tensor  # a buffer: one filter per output phase
+
     def __init__(self, orig_rate: int, new_rate: int, *, zero_crossings: int = 64, rolloff: float = 0.9475937167399596,
                  beta: float = 14.769656459379492) -> None:
         super().__init__()

@@ -204,7 +204,7 @@ def _offline_error(dest: Path, offline: Optional[bool], how: str, aside: Optiona
 
 
 def _fetch(url: str, dest: Union[str, os.PathLike], *, checksum: Optional[str], expected_size: Optional[int],
-           verify: Optional[Callable[[Path], None]], offline: Optional[bool], progress: Optional[bool],
+           verify: Optional[Callable[[Path], object]], offline: Optional[bool], progress: Optional[bool],
            timeout: float, retries: int, how: str, server_name: bool = False) -> Path:
     """``server_name``: a download is stored under the name the server's Content-Disposition
     gives (made safe; in ``dest``'s folder), when it gives one; the path is returned."""
@@ -279,7 +279,7 @@ def _fetch(url: str, dest: Union[str, os.PathLike], *, checksum: Optional[str], 
 
 
 def fetch(url: str, dest: Union[str, os.PathLike], *, checksum: Optional[str] = None,
-          expected_size: Optional[int] = None, verify: Optional[Callable[[Path], None]] = None,
+          expected_size: Optional[int] = None, verify: Optional[Callable[[Path], object]] = None,
           offline: Optional[bool] = None, progress: Optional[bool] = None, timeout: float = 30.0,
           retries: int = 5) -> Path:
     """Download ``url`` to ``dest`` once, verified, and return ``dest``.
@@ -357,7 +357,7 @@ def download(checkpoint: Union[str, registry.Checkpoint], *, offline: Optional[b
     'Cnn6_mAP=0.343.pth'
     """
     entry = _resolve(checkpoint)
-    verify: Optional[Callable[[Path], None]] = None
+    verify: Optional[Callable[[Path], object]] = None
     if not entry.pinned:
         verify = lambda path: _verify_unpinned(path, entry.arch)  # noqa: E731 (late-bound for tests)
     return _fetch(checkpoint_url(entry), checkpoint_path(entry), checksum=entry.checksum,

@@ -7,7 +7,8 @@ indices 0..N-1 in order. The package carries a copy (``panns_infer/data/class_la
 rename classes. A user's own CSV is checked by structure.
 
 >>> import io
->>> parse_labels_csv(io.StringIO('index,mid,display_name\\n0,/m/09x0r,"Speech"\\n1,/m/05zppz,"Male speech, man speaking"\\n'), expected=2)
+>>> csv_text = 'index,mid,display_name\\n0,/m/09x0r,"Speech"\\n1,/m/05zppz,"Male speech, man speaking"\\n'
+>>> parse_labels_csv(io.StringIO(csv_text), expected=2)
 ['Speech', 'Male speech, man speaking']
 """
 

@@ -13,7 +13,7 @@ import io
 import logging
 import os
 import threading
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Generator, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -30,7 +30,7 @@ log = logging.getLogger("panns_infer")
 def live_updates(engine: Engine, class_names: Sequence[str], source: Any, *, sample_rate: Optional[int] = None,
                  raw: Optional[str] = None, window: float = 10.0, hop: float = 1.0, top_k: int = 10,
                  embeddings: bool = False, events: Optional[dict] = None, max_lag: Optional[float] = None,
-                 idle_timeout: Optional[float] = None, poll: float = 0.1) -> Iterator[StreamUpdate]:
+                 idle_timeout: Optional[float] = None, poll: float = 0.1) -> Generator[StreamUpdate, None, None]:
     """The updates of a stream (what :meth:`AudioTagger.stream <panns_infer.AudioTagger.stream>` yields).
 
     ``source`` is an iterable of 1-D chunks (at ``sample_rate``), a binary file object
@@ -43,8 +43,7 @@ def live_updates(engine: Engine, class_names: Sequence[str], source: Any, *, sam
     window, the remaining framewise rows, the events still open; then an error or the
     ``KeyboardInterrupt`` is raised again.
     """
-    from .stream_sources import (Pump, TailFile, chunk_blocks, encoded_blocks, microphone_blocks, parse_raw,
-                                 raw_blocks)
+    from .stream_sources import Pump, TailFile, chunk_blocks, encoded_blocks, microphone_blocks, parse_raw, raw_blocks
 
     plan = plan_live(engine, window=window, hop=hop)
     if events is not None and not engine.model.has_framewise:

@@ -34,9 +34,17 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from .events import (DEFAULT_THRESHOLD, Event, Thresholds, _check_seconds, _median_filter, _median_width,
-                     _per_class, _select_classes)
 from .errors import InvalidArgumentError
+from .events import (
+    DEFAULT_THRESHOLD,
+    Event,
+    Thresholds,
+    _check_seconds,
+    _median_filter,
+    _median_width,
+    _per_class,
+    _select_classes,
+)
 
 __all__ = ["EventTracker"]
 

@@ -33,6 +33,18 @@ def expand_segments(segments: np.ndarray, num_frames: int, frames_per_segment: i
     return segments[index]
 
 
+def _events_filename(source: Optional[str], filename: Optional[str], *, required: bool) -> Optional[str]:
+    """The filename column of an event list: ``filename`` if given, else the result's source."""
+    if filename is None and source is not None:
+        return os.fspath(source)
+    if filename is None and required:
+        from .errors import InvalidArgumentError
+
+        raise InvalidArgumentError(
+            "this result has no source file; give filename= (e.g. 'street.wav') for the TSV's filename column")
+    return filename
+
+
 def top_k_indices(probabilities: np.ndarray, k: int) -> np.ndarray:
     """Indices of the ``k`` largest values, largest first; ties keep class order."""
     order = np.argsort(-probabilities, kind="stable")
@@ -200,7 +212,7 @@ class Framewise:
         """
         from .events import events_to_tsv
 
-        events_to_tsv(self.events(**options), path, filename=self._filename(filename, required=True))
+        events_to_tsv(self.events(**options), path, filename=_events_filename(self.source, filename, required=True))
 
     def to_json(self, path: Any, *, filename: Optional[str] = None, **options: Any) -> None:
         """Write :meth:`events` (not the probabilities: see :meth:`to_dict`) as JSON
@@ -212,7 +224,7 @@ class Framewise:
         """
         from .events import events_to_json
 
-        events_to_json(self.events(**options), path, filename=self._filename(filename, required=False))
+        events_to_json(self.events(**options), path, filename=_events_filename(self.source, filename, required=False))
 
     def plot(self, path: Any, *, top_k: int = 10, logmel: Optional[np.ndarray] = None) -> Any:
         """Save a figure of the ``top_k`` classes over time (and the log-mel above, if given);
@@ -224,16 +236,6 @@ class Framewise:
         from .plot import plot_framewise
 
         return plot_framewise(self, path, top_k=top_k, logmel=logmel)
-
-    def _filename(self, filename: Optional[str], *, required: bool) -> Optional[str]:
-        if filename is None and self.source is not None:
-            return os.fspath(self.source)
-        if filename is None and required:
-            from .errors import InvalidArgumentError
-
-            raise InvalidArgumentError(
-                "this result has no source file; give filename= (e.g. 'street.wav') for the TSV's filename column")
-        return filename
 
     def __repr__(self) -> str:
         frames, classes = self.shape
@@ -318,7 +320,7 @@ class Timeline:
         """Write :meth:`events` as a DCASE event list (``filename onset offset event_label``)."""
         from .events import events_to_tsv
 
-        events_to_tsv(self.events(**options), path, filename=Framewise._filename(self, filename, required=True))
+        events_to_tsv(self.events(**options), path, filename=_events_filename(self.source, filename, required=True))
 
     def to_dict(self) -> dict:
         """JSON-ready dict: segment times, labels, probabilities."""

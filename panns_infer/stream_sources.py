@@ -61,7 +61,7 @@ def parse_raw(spec: str) -> RawFormat:
     Traceback (most recent call last):
     ...
     panns_infer.errors.InvalidArgumentError: raw format 'wav' is not one of u8, s8, s16le, s16be, s32le, s32be, f32le, f32be, f64le, f64be (spec 'wav:32000'; write FORMAT:RATE[:CHANNELS], e.g. s16le:32000)
-    """
+    """  # noqa: E501 - the example shows the whole error message, as users see it
     parts = str(spec).split(":")
     hint = f"(spec {spec!r}; write FORMAT:RATE[:CHANNELS], e.g. s16le:32000)"
     if len(parts) not in (2, 3):
@@ -147,8 +147,10 @@ def encoded_blocks(stream: IO[bytes]) -> Iterator[tuple[int, np.ndarray]]:
     try:
         import av  # noqa: F401
     except ImportError:
-        av = None
-    if av is not None:
+        have_av = False
+    else:
+        have_av = True
+    if have_av:
         yield from _av_blocks(stream)
         return
     seekable = getattr(stream, "seekable", lambda: False)()
@@ -156,8 +158,9 @@ def encoded_blocks(stream: IO[bytes]) -> Iterator[tuple[int, np.ndarray]]:
         raise AudioDecodeError("decoding encoded audio from a pipe needs PyAV (pip install av); or send raw PCM "
                                "and declare it: ffmpeg ... -f s16le -ac 1 -ar 32000 - | panns-tag --stream - "
                                "--raw s16le:32000")
-    from .audio import _blocks
     import soundfile
+
+    from .audio import _blocks
 
     try:
         f = soundfile.SoundFile(stream)

@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Generator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -190,7 +190,7 @@ class AudioTagger:
         never read from the checkpoint file again: the tagger keeps working when that file is
         moved or replaced. For the plain network's modules, pass ``optimize=False``.
         """
-        return self._engine.runner  # type: ignore[return-value]
+        return self._engine.runner
 
     @property
     def arch(self) -> str:
@@ -221,7 +221,7 @@ class AudioTagger:
 
     # -- inference -----------------------------------------------------------------------------
 
-    def _items(self, x: Any, sample_rate: Optional[int]) -> tuple[list[Item], bool]:
+    def _items(self, x: Any, sample_rate: Optional[int]) -> tuple[Sequence[Item], bool]:
         """Inputs as clips in memory, or :class:`LongFile` for files too long for one pass."""
 
         def long_file(el: Any) -> Optional[LongFile]:
@@ -359,7 +359,7 @@ class AudioTagger:
     def stream(self, source: Any, *, sample_rate: Optional[int] = None, raw: Optional[str] = None,
                window: float = 10.0, hop: float = 1.0, top_k: int = 10, embeddings: bool = False,
                events: Union[bool, dict, None] = None, max_lag: Optional[float] = None,
-               idle_timeout: Optional[float] = None, poll: float = 0.1) -> Iterator["StreamUpdate"]:
+               idle_timeout: Optional[float] = None, poll: float = 0.1) -> Generator["StreamUpdate", None, None]:
         """Tag live audio: every ``hop`` seconds of input, the tags of the latest window.
 
         Args:
@@ -399,7 +399,8 @@ class AudioTagger:
 
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
             raise InvalidArgumentError(f"top_k must be a non-negative integer, got {top_k!r}")
-        options = {} if events is True else None if events in (None, False) else dict(events)  # type: ignore
+        # "in (None, False)" does not narrow for mypy; it also turns events=0 off, so it stays
+        options = {} if events is True else None if events in (None, False) else dict(events)  # type: ignore[arg-type]
         return live_updates(self._engine, self.labels, source, sample_rate=sample_rate, raw=raw, window=window,
                             hop=hop, top_k=top_k, embeddings=embeddings, events=options, max_lag=max_lag,
                             idle_timeout=idle_timeout, poll=poll)

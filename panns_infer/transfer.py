@@ -25,7 +25,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator, Mapping
-from typing import Any, Optional, Union
+from typing import Any, Optional, Union, cast
 
 import numpy as np
 import torch
@@ -91,14 +91,14 @@ def resolve_model(checkpoint: CheckpointLike = DEFAULT_CHECKPOINT, *, arch: Opti
 
 def _frame_ratio(model: PannsModel) -> int:
     """STFT frames per trunk time step of a CNN-family model (16 for Cnn6/10, 32 for Cnn14)."""
-    cfg = model.config
+    cfg = cast(Cnn, model).config  # callers checked the family
     return 2 ** (len(cfg.channels) - 1) * cfg.last_pool[0]
 
 
 def _cnn_blocks(model: PannsModel, logmel: torch.Tensor) -> torch.Tensor:
     """Run a CNN-family model's conv blocks on a log-mel ``(B, 1, T, M)`` -> ``(B, C, T', F')``."""
     x = logmel
-    for i in range(1, len(model.config.channels) + 1):
+    for i in range(1, len(cast(Cnn, model).config.channels) + 1):  # callers checked the family
         x = getattr(model, f"conv_block{i}")(x)
     return x
 
@@ -175,9 +175,9 @@ class PannsBackbone(nn.Module):
         self.output = output
         self.spec_augment = spec_augment
         if output == "embedding":
-            self.output_size: int = int(model.embedding_size)
-        else:
-            self.output_size = int(model.config.channels[-1])
+            self.output_size: int = int(cast(int, model.embedding_size))  # not None: checked above
+        else:  # "frames": a Cnn, checked above
+            self.output_size = int(cast(Cnn, model).config.channels[-1])
         unused = _FIXED_PREFIXES + _UNUSED_PREFIXES[output]
         self._trainable_names = [n for n, _ in model.named_parameters() if not n.startswith(unused)]
         self._trainable = bool(trainable)

@@ -18,7 +18,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Callable, Mapping, Optional, overload
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:  # imported where a download starts: it costs ~0.15 s at every CLI start
@@ -36,6 +36,14 @@ _BACKOFF_MAX = 30.0
 _RETRY_AFTER_MAX = 60.0
 _STALE_SECONDS = 24 * 3600  # *.incomplete files older than this are removed
 _RETRY_STATUS = frozenset({408, 429})
+
+
+@overload
+def _parse_checksum(checksum: str) -> tuple[str, str]: ...
+@overload
+def _parse_checksum(checksum: None) -> None: ...
+@overload
+def _parse_checksum(checksum: Optional[str]) -> Optional[tuple[str, str]]: ...
 
 
 def _parse_checksum(checksum: Optional[str]) -> Optional[tuple[str, str]]:
@@ -68,7 +76,7 @@ def _hash_file(path: Path, algorithm: str) -> str:
 
 
 def _cached_problem(path: Path, pin: Optional[tuple[str, str]], expected_size: Optional[int],
-                    verify: Optional[Callable[[Path], None]]) -> Optional[str]:
+                    verify: Optional[Callable[[Path], object]]) -> Optional[str]:
     """Why the existing file ``path`` is not acceptable, or None when it is."""
     try:
         size = path.stat().st_size

@@ -74,8 +74,8 @@ def resample_stream(blocks: Iterable[np.ndarray], rate: int, target_rate: int) -
     (resampy's ``kaiser_best`` filter, in its fast polyphase form: ``exact=False``).
 
     The concatenated output equals resampling the whole signal at once (to float rounding):
-    each piece is resampled with enough context on both sides that the filter sees the same input samples, and pieces start on a grid where input and output
-    sample positions coincide.
+    each piece is resampled with enough context on both sides that the filter sees the same input
+    samples, and pieces start on a grid where input and output sample positions coincide.
     """
     if rate == target_rate:
         yield from blocks

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
+import zipfile
 
+import numpy as np
 import pytest
 import torch
 
 from conftest import FIXTURES, HAVE_FIXTURES, make_checkpoint_module, requires_fixtures
 from panns_infer.checkpoint import detect_architecture, load_model, read_state_dict
-from panns_infer.errors import (ArchitectureError, CheckpointError, CheckpointNotFoundError, PannsError,
-                                UnknownModelError, UnsafeCheckpointError)
+from panns_infer.errors import (
+    ArchitectureError,
+    CheckpointError,
+    CheckpointNotFoundError,
+    PannsError,
+    UnknownModelError,
+    UnsafeCheckpointError,
+)
 from panns_infer.models import build_model, list_architectures
 from panns_infer.registry import CHECKPOINTS
 
@@ -210,3 +219,62 @@ def test_an_old_torch_is_named_not_blamed_on_the_file(tmp_path, monkeypatch, ver
     with pytest.raises(DependencyError, match=r"torch >= 2\.6.*torch " + version.replace("+", r"\+")) as info:
         load_model(path)
     assert "corrupt" not in str(info.value) and isinstance(info.value, RuntimeError)
+
+
+def _torch_zip_with_pickle(path, pickled: bytes) -> None:
+    """A torch zip checkpoint whose ``data.pkl`` is ``pickled`` (everything else as torch wrote it)."""
+    buf = io.BytesIO()
+    torch.save({"model": {}}, buf)
+    src = zipfile.ZipFile(io.BytesIO(buf.getvalue()))
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            dst.writestr(info, pickled if info.filename.endswith("/data.pkl") else src.read(info))
+
+
+def _payloads(marker: str) -> dict[str, bytes]:
+    """Pickles (protocol 0 opcodes) that create ``marker`` when unpickled, each through another
+    dangerous global."""
+    shell = f"touch {marker}"
+    code = f"__import__('pathlib').Path({marker!r}).touch()"
+    return {
+        "os.system": f"cos\nsystem\n(V{shell}\ntR.".encode(),
+        "posix.system": f"cposix\nsystem\n(V{shell}\ntR.".encode(),
+        "builtins.eval": f"cbuiltins\neval\n(V{code}\ntR.".encode(),
+        "builtins.exec": f"cbuiltins\nexec\n(V{code}\ntR.".encode(),
+        "builtins.getattr": (f"cbuiltins\ngetattr\n(cbuiltins\n__import__\n(Vos\ntRVsystem\ntR"
+                             f"(V{shell}\ntR.").encode(),
+        "subprocess.Popen": f"csubprocess\nPopen\n((Vtouch\nV{marker}\nltR.".encode(),
+        "builtins.__import__": b"cbuiltins\n__import__\n(Vos\ntR.",
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_payloads("x")))
+def test_dangerous_globals_are_refused_and_never_run(tmp_path, name):
+    marker = tmp_path / "payload_ran"
+    payload = _payloads(str(marker))[name]
+    path = tmp_path / "evil.pth"
+    _torch_zip_with_pickle(path, payload)
+    with pytest.raises(UnsafeCheckpointError, match="nothing from it was executed"):
+        load_model(path)
+    assert not marker.exists()
+    if name != "builtins.__import__":  # prove the payload is live: plain pickle runs it
+        result = pickle.loads(payload)
+        if hasattr(result, "wait"):
+            result.wait()
+        assert marker.exists()
+
+
+def test_unpickling_allowlist_is_exactly_numpys_array_reconstruction():
+    """Any addition to the allowlist is a decision to review, so the set is pinned here."""
+    from panns_infer.checkpoint import _numpy_globals
+
+    names = set()
+    for entry in _numpy_globals():
+        obj, alias = entry if isinstance(entry, tuple) else (entry, None)
+        names.add(alias or f"{obj.__module__}.{obj.__qualname__}")
+    expected_dtypes = {f"numpy.dtypes.{type(np.dtype(c)).__name__}" for c in "?bhilqBHILQefdgFDG"}
+    assert names == {
+        "numpy._core.multiarray._reconstruct", "numpy._core.multiarray.scalar",
+        "numpy.core.multiarray._reconstruct", "numpy.core.multiarray.scalar",
+        "numpy.ndarray", "numpy.dtype",
+    } | expected_dtypes

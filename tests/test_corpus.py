@@ -17,19 +17,28 @@ import pytest
 import soundfile
 
 from conftest import requires_fixtures
-from panns_infer.corpus import run as corpus_run
 from panns_infer import AudioTagger
 from panns_infer.cli import main
-from panns_infer.corpus import (EmbeddingStore, FileResult, RecordFile, discover, file_stat, read_manifest,
-                                tag_corpus)
+from panns_infer.corpus import (
+    EmbeddingStore,
+    FileResult,
+    RecordFile,
+    RunHeader,
+    discover,
+    file_stat,
+    read_manifest,
+    record_key,
+    tag_corpus,
+)
+from panns_infer.corpus import run as corpus_run
 from panns_infer.engine import Engine
-from panns_infer.corpus import RunHeader, record_key
 from panns_infer.errors import AudioDecodeError, InvalidArgumentError, OutputFileError
 
 HEADER = RunHeader(model="test", sha256="0" * 64, arch="Cnn6", options={})
 
 # name, seconds, rate, channels: formats, rates, stereo, a file longer than the 10 s window
-# (run as windows: the taggers here use window=10.0, whole_up_to=0), one shorter than Cnn6's minimum (padded), and two of equal length
+# (run as windows: the taggers here use window=10.0, whole_up_to=0), one shorter than Cnn6's minimum
+# (padded), and two of equal length
 CORPUS = [
     ("a.wav", 1.0, 32000, 1),
     ("b.wav", 1.0, 32000, 2),
@@ -74,7 +83,8 @@ def tagger(cnn6, labels_csv):
 def run(cnn6, labels_csv):
     """``run(*args) -> exit status`` of panns-tag with the Cnn6 fixture checkpoint and labels."""
     def go(*args: str) -> int:
-        return main([*args, "-c", cnn6, "--labels", str(labels_csv), "--no-progress", "--window", "10", "--whole-up-to", "0"])
+        return main([*args, "-c", cnn6, "--labels", str(labels_csv), "--no-progress",
+                     "--window", "10", "--whole-up-to", "0"])
     return go
 
 
@@ -245,7 +255,8 @@ def test_jsonl_and_csv_records(run, tagger, tmp_path, capsys):
     for row, rec in zip(rows, records):
         assert row["label_1"] == rec["labels"][0] and float(row["score_1"]) == rec["scores"][0]
         assert int(row["size"]) == rec["size"] and float(row["mtime"]) == rec["mtime"] and row["error"] == ""
-        assert float(row["duration"]) == pytest.approx(rec["duration"]) and int(row["sample_rate"]) == rec["sample_rate"]
+        assert float(row["duration"]) == pytest.approx(rec["duration"])
+        assert int(row["sample_rate"]) == rec["sample_rate"]
 
 
 @requires_fixtures
@@ -426,7 +437,8 @@ def test_embedding_journal_survives_a_torn_tail(tmp_path):
     store.append([FileResult("f2.wav", size=12, mtime=102.0, embedding=rows["f2.wav"])])
     store.finalize()
     z = np.load(tmp_path / "e.npz")
-    assert z["paths"].tolist() == [record_key(p) for p in rows] and np.array_equal(z["embeddings"], np.stack(list(rows.values())))
+    assert z["paths"].tolist() == [record_key(p) for p in rows]
+    assert np.array_equal(z["embeddings"], np.stack(list(rows.values())))
     assert z["sizes"].tolist() == [10, 11, 12] and z["mtimes"].tolist() == [100.0, 101.0, 102.0]
     with pytest.raises(OutputFileError, match="shape"):
         EmbeddingStore(tmp_path / "e.npz", 8, header=HEADER)

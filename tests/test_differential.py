@@ -116,7 +116,8 @@ def expected(reference, tagger):
 
     def get(arch: str) -> dict[str, dict]:
         if arch not in done:
-            net, model = reference(arch), tagger(arch)._net  # target_length only (.model would reload the plain network)
+            # ._net for target_length only (.model would reload the plain network)
+            net, model = reference(arch), tagger(arch)._net
             done[arch] = {name: run_reference(net, x, model.target_length(len(x))) for name, x in SIGNALS.items()}
         return done[arch]
 

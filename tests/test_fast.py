@@ -84,7 +84,8 @@ def test_every_conv_method_equals_conv_bn_relu(method, packed, monkeypatch):
                 want = torch.relu(bn(conv(x)))
                 got = layer(x)
             assert got.shape == want.shape
-            assert float((got - want).abs().max()) <= 1e-5 * max(1.0, float(want.abs().max())), (cin, cout, height, width)
+            tolerance = 1e-5 * max(1.0, float(want.abs().max()))
+            assert float((got - want).abs().max()) <= tolerance, (cin, cout, height, width)
 
 
 def test_spectrogram_is_the_reference_convolution_unless_fft_is_asked_for():
@@ -191,3 +192,17 @@ def test_resample_falls_back_to_resampy_for_ratios_with_many_phases():
     assert _polyphase(44100, 32001) is None
     x = (np.random.default_rng(0).standard_normal(5000) * 0.3).astype(np.float32)
     np.testing.assert_allclose(resample(x, 44100, 32001), resampy.resample(x, 44100, 32001), atol=1e-6)
+
+
+@pytest.mark.parametrize("arch, expected", [
+    # Cnn14: block 1 (64 bins) ... block 6 (2 bins), two convolutions each.
+    ("Cnn14", ["gemm", "onednn_cl", "onednn_cl", "onednn_cl", "winograd", "winograd",
+               "winograd", "winograd", "winograd", "winograd", "narrow", "narrow"]),
+    ("Cnn10", ["gemm", "onednn_cl", "onednn_cl", "onednn_cl", "winograd", "winograd", "winograd", "winograd"]),
+    ("Cnn6", ["gemm", "onednn_cl", "onednn_cl", "onednn_cl"]),  # 5x5 kernels: no Winograd
+])
+def test_conv_methods_per_layer_are_the_measured_choice(arch, expected):
+    """The method of every layer is a measured speed decision: a change is a regression to
+    catch here, since the outputs would not show it."""
+    fast = optimize(build_model(arch).eval())
+    assert [conv.method for block in fast.blocks for conv in block.convs] == expected

@@ -9,8 +9,15 @@ import torch
 
 from conftest import FIXTURES, requires_fixtures
 from panns_infer.errors import CheckpointError
-from panns_infer.frontend import (FRONTEND_16K, FRONTEND_32K, LogmelFilterBank, Spectrogram,
-                                  check_frontend_tensors, mel_filterbank, stft_kernels)
+from panns_infer.frontend import (
+    FRONTEND_16K,
+    FRONTEND_32K,
+    LogmelFilterBank,
+    Spectrogram,
+    check_frontend_tensors,
+    mel_filterbank,
+    stft_kernels,
+)
 
 
 @pytest.mark.parametrize("cfg, rows, peak", [(FRONTEND_32K, (2, 447), 0.018149516),

@@ -20,8 +20,7 @@ import torch
 from torch import nn
 
 from conftest import load_goldens, requires_fixtures
-from panns_infer import AudioTagger
-from panns_infer import hear
+from panns_infer import AudioTagger, hear
 from panns_infer.errors import InvalidArgumentError, InvalidAudioError, OfflineError, UnsupportedOperationError
 from panns_infer.hear import HEAR_SAMPLE_RATES, HearModel, _Resampler
 from panns_infer.models import build_model

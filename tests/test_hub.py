@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from http_server import LoopbackServer
 
+from http_server import LoopbackServer
 from panns_infer import hub, labels, registry, transport
 from panns_infer.errors import (
     CheckpointError,

@@ -64,8 +64,8 @@ def test_paths_bytes_and_pandas_batches_equal_the_tagger(setup, tmp_path):
     pytest.importorskip("pyarrow", reason=NEEDS_ARROW)
     pd = pytest.importorskip("pandas", reason="the pandas batch format needs pandas")
     files = setup["files"]
-    predictor = PannsPredictor(setup["checkpoint"], labels=setup["labels"], device="auto", top_k=4, window=10.0, whole_up_to=0,
-                               embeddings=True)
+    predictor = PannsPredictor(setup["checkpoint"], labels=setup["labels"], device="auto", top_k=4, window=10.0,
+                               whole_up_to=0, embeddings=True)
     assert predictor.tagger.device.type in ("cpu", "cuda")
 
     out = predictor({"path": np.array(files)})
@@ -96,7 +96,8 @@ def test_bad_rows_are_recorded_or_raised(setup, tmp_path):
     bad = tmp_path / "bad.wav"
     bad.write_text("not audio")
     files = [setup["files"][0], str(bad)]
-    predictor = PannsPredictor(setup["checkpoint"], labels=setup["labels"], device="cpu", top_k=4, window=10.0, whole_up_to=0)
+    predictor = PannsPredictor(setup["checkpoint"], labels=setup["labels"], device="cpu", top_k=4, window=10.0,
+                               whole_up_to=0)
     out = predictor({"path": np.array(files)})
     errors = out["error"].to_pylist()
     assert errors[0] is None and "bad.wav" in errors[1]

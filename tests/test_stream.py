@@ -387,7 +387,7 @@ def test_memory_is_flat_over_an_hour(sed, monkeypatch):
         gen = sed.stream((second for _ in range(3600)), window=10.0, hop=1.0, events={"threshold": 0.9})
         sizes = {}
         count = 0
-        for u in gen:
+        for _ in gen:
             count += 1
             if count in (600, 3500):
                 sizes[count] = tracemalloc.get_traced_memory()[0]

@@ -9,8 +9,15 @@ import torch
 
 from conftest import requires_fixtures
 from panns_infer import AudioTagger, Framewise, Tags
-from panns_infer.errors import (CheckpointNotFoundError, DeviceError, InvalidArgumentError, LabelsError,
-                                OfflineError, UnknownModelError, UnsupportedOperationError)
+from panns_infer.errors import (
+    CheckpointNotFoundError,
+    DeviceError,
+    InvalidArgumentError,
+    LabelsError,
+    OfflineError,
+    UnknownModelError,
+    UnsupportedOperationError,
+)
 from panns_infer.models.wavegram import wavegram_logmel_valid_length
 
 pytestmark = requires_fixtures

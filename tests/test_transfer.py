@@ -15,8 +15,14 @@ from torch import nn
 from conftest import load_goldens, requires_fixtures
 from panns_infer import AudioTagger
 from panns_infer.augment import SpecAugment
-from panns_infer.errors import (CheckpointNotFoundError, InvalidArgumentError, InvalidAudioError, OfflineError,
-                                PannsError, UnsupportedOperationError)
+from panns_infer.errors import (
+    CheckpointNotFoundError,
+    InvalidArgumentError,
+    InvalidAudioError,
+    OfflineError,
+    PannsError,
+    UnsupportedOperationError,
+)
 from panns_infer.models import build_model
 from panns_infer.transfer import FRAME_ARCHITECTURES, AudioClassifier, PannsBackbone
 

@@ -102,7 +102,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return _live(args)
     if not args.files:
         parser.print_usage(sys.stderr)
-        print("panns-tag: error: give at least one FILE (or --list-models / --download / --export-onnx)", file=sys.stderr)
+        print("panns-tag: error: give at least one FILE (or --list-models / --download / --export-onnx)",
+              file=sys.stderr)
         return EXIT_USAGE
     out_format = check_options(args, parser)
 

@@ -36,7 +36,7 @@ def events_to_stdout(tagger: "AudioTagger", files: list[str], args: argparse.Nam
     for path in files:
         try:
             if args.events and args.format == "tsv" and tsv_name_problem(path):
-                raise InvalidArgumentError(tsv_name_problem(path))  # type: ignore[arg-type]
+                raise InvalidArgumentError(tsv_name_problem(path))
             _one_file(tagger, path, args, bar, plots.get(path), model)
         except (PannsError, OSError) as exc:
             failed += 1
@@ -71,10 +71,11 @@ def events_to_file(tagger: "AudioTagger", files: list[str], args: argparse.Names
             res = FileResult(path, size=size, mtime=mtime)
             try:
                 if out_format == "tsv" and tsv_name_problem(path):
-                    raise InvalidArgumentError(tsv_name_problem(path))  # type: ignore[arg-type]
+                    raise InvalidArgumentError(tsv_name_problem(path))
                 frames, rate = probe_file(path)
                 res.duration, res.sample_rate = frames / rate, rate
-                result = _detect(tagger, path, args, lambda done, total: bar.within(path, done, total))
+                # the progress callback only runs inside this call
+                result = _detect(tagger, path, args, lambda done, total: bar.within(path, done, total))  # noqa: B023
                 res.events = [e.to_dict() for e in result.events(**_event_options(args, res.duration))]
             except PannsError as exc:
                 res.error = str(exc)

@@ -17,15 +17,17 @@ stream time.
 from __future__ import annotations
 
 import argparse
+import inspect
 import io
 import json
 import sys
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 from ..errors import InvalidArgumentError
 from .common import EXIT_OK
 
 if TYPE_CHECKING:
+    from ..results import Framewise, Tags
     from ..stream import StreamUpdate
     from ..tagger import AudioTagger
 
@@ -115,7 +117,8 @@ def stream_main(tagger: "AudioTagger", args: argparse.Namespace) -> int:
         for update in gen:
             emit(update)
     except KeyboardInterrupt:
-        if gen.gi_frame is not None:  # interrupted while printing: let the stream flush what it holds
+        # still open: interrupted while printing, so let the stream flush what it holds
+        if inspect.getgeneratorstate(gen) != inspect.GEN_CLOSED:
             try:
                 emit(gen.throw(KeyboardInterrupt))
                 for update in gen:
@@ -144,7 +147,8 @@ def tag_stdin(tagger: "AudioTagger", args: argparse.Namespace) -> int:
     if args.events:
         if not tagger.model.has_framewise:
             raise UnsupportedOperationError(f"{tagger.arch} has no framewise output: use Cnn14_DecisionLevelMax")
-        found = tagger.framewise(x, sample_rate=rate).events(
+        framewise = cast("Framewise", tagger.framewise(x, sample_rate=rate))  # one clip in, one result out
+        found = framewise.events(
             threshold=args.threshold, offset_threshold=args.offset_threshold, min_duration=args.min_duration,
             min_gap=args.min_gap, median_filter=args.median_filter)
         if args.format in ("json", "jsonl"):
@@ -153,7 +157,7 @@ def tag_stdin(tagger: "AudioTagger", args: argparse.Namespace) -> int:
             for e in found:
                 print(f"-\t{e.onset:.3f}\t{e.offset:.3f}\t{e.label}", flush=True)
         return EXIT_OK
-    tags = tagger.tag(x, sample_rate=rate, top_k=args.top_k)
+    tags = cast("Tags", tagger.tag(x, sample_rate=rate, top_k=args.top_k))  # one clip in, one result out
     if args.format in ("json", "jsonl"):
         record = tags.to_dict(full=args.full)
         record["source"] = "-"

@@ -6,13 +6,14 @@ import argparse
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, cast
 
 from ..errors import PannsError, UnsupportedOperationError
 from .common import EXIT_OK, EXIT_SOME_FAILED, report_failure
 
 if TYPE_CHECKING:
     from ..corpus import EmbeddingStore, FileResult, RecordFile
+    from ..results import Tags
     from ..tagger import AudioTagger
 
 __all__ = ["tag_files", "resume", "worth_optimizing"]
@@ -42,7 +43,8 @@ def worth_optimizing(files: list[str]) -> bool:
 
 def _format_text(r: "FileResult") -> str:
     lines = [f"{r.path}:"]
-    lines += [f"  {score:.3f}  {label}" for label, score in zip(r.tags.labels, r.tags.scores)]  # type: ignore[union-attr]
+    tags = cast("Tags", r.tags)  # text output is for results without an error, which carry tags
+    lines += [f"  {score:.3f}  {label}" for label, score in zip(tags.labels, tags.scores)]
     return "\n".join(lines)
 
 
@@ -67,7 +69,7 @@ def tag_files(tagger: "AudioTagger", files: list[str], args: argparse.Namespace,
                                  overwrite=args.overwrite)
         if args.embeddings:
             try:
-                store = EmbeddingStore(args.embeddings, tagger.embedding_size,
+                store = EmbeddingStore(args.embeddings, cast(int, tagger.embedding_size),  # checked above
                                        header=run_header(tagger, args, "embeddings"), overwrite=args.overwrite)
             except PannsError:
                 if records is not None and new_output:  # refused: leave no trace of this run
@@ -126,7 +128,7 @@ def resume(files: list[str], records: Optional["RecordFile"], store: Optional["E
     if records is not None:
         records.drop(todo)  # errors are retried, changed files recomputed: their old records go
     if len(todo) < len(files):
-        where = " and ".join(o.path for o in (records, store) if o is not None)  # type: ignore[attr-defined]
+        where = " and ".join(o.path for o in (records, store) if o is not None)
         print(f"panns-tag: {len(files) - len(todo)} of {len(files)} file(s) already done in {where}; "
               f"{len(todo)} to do", file=sys.stderr, flush=True)
     return todo

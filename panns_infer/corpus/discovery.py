@@ -9,8 +9,6 @@ from typing import Iterable, Iterator, Optional, Union
 
 from ..errors import InvalidArgumentError
 
-
-
 log = logging.getLogger("panns_infer")
 
 #: Extensions (lower case, without the dot) of the formats libsndfile reads, and of the audio
@@ -54,7 +52,7 @@ def read_manifest(path: Union[str, "os.PathLike[str]"]) -> list[str]:
     Traceback (most recent call last):
     ...
     panns_infer.errors.InvalidArgumentError: cannot read manifest 'no_such_manifest.txt' (No such file or directory); give a text file with one audio path per line
-    """
+    """  # noqa: E501 - the example shows the whole error message, as users see it
     name = os.fspath(path)
     try:
         with open(name, encoding="utf-8", errors="surrogateescape") as f:

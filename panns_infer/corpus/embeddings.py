@@ -263,6 +263,7 @@ class EmbeddingStore:
                 for p in paths:
                     kind, at = self._index[p][2]
                     if kind == "final":
+                        # final is loaded whenever an entry lives there
                         yield np.asarray(final[at], dtype="<f4")  # type: ignore[index]
                     else:
                         journal.seek(at)

@@ -198,7 +198,8 @@ class RecordFile:
         size = os.path.getsize(self.path)
         with open(self.path, "rb") as f:
             end = self._skip_header(f)[0]
-            for _, end, rec in self._entries(f):
+            for _, entry_end, rec in self._entries(f):
+                end = entry_end  # after the loop: where the last complete record ends
                 self._done[rec["path"]] = _Done(rec.get("size"), rec.get("mtime"), rec.get("error") is None)
         if end < size:
             log.warning("%s: an incomplete last record (from an interrupted run) was removed", self.path)
@@ -255,22 +256,26 @@ class RecordFile:
         self._file.flush()
         os.fsync(self._file.fileno())
         for r in results:
+            # corpus files are paths (bytes have no path and no record)
             self._done[record_key(r.path)] = _Done(r.size, r.mtime, r.ok)  # type: ignore[arg-type]
 
     def _encode(self, r: FileResult) -> bytes:
-        key = record_key(r.path)  # type: ignore[arg-type]
+        key = record_key(r.path)  # type: ignore[arg-type]  # corpus files are paths
         if self.format == "jsonl":
             rec = r.to_dict(full=self.full, model=self.header.model)
             rec["path"] = key
             return (json.dumps(rec) + "\n").encode("ascii")
         row: list[Any] = [key, _num(r.duration), r.sample_rate, self.header.model, r.size, r.mtime]
         labels = r.tags.labels if r.tags is not None else []
-        scores = r.tags.scores if r.tags is not None else []
+        scores: Any = r.tags.scores if r.tags is not None else []  # an array, or an empty list
         for i in range(self.top_k):
             row += [labels[i], float(scores[i])] if i < len(labels) else ["", ""]
         row.append(r.error or "")
         if self.full:
-            row += [float(p) for p in r.tags.probabilities] if r.tags is not None else [""] * (len(self.columns) - len(row))
+            if r.tags is not None:
+                row += [float(p) for p in r.tags.probabilities]
+            else:
+                row += [""] * (len(self.columns) - len(row))
         return _encode_csv(row)
 
     def close(self) -> None:

@@ -11,7 +11,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Sequence, Union
+from typing import IO, TYPE_CHECKING, Any, Callable, Generator, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -106,7 +106,8 @@ class _Prepared:
 def tag_corpus(tagger: "AudioTagger", sources: Iterable[Source], *, top_k: int = 10, tags: bool = True,
                embeddings: bool = False, workers: Optional[int] = None,
                prefetch: Optional[int] = None,
-               callback: Optional[Callable[[str, float, float], None]] = None) -> Iterator[list[FileResult]]:
+               callback: Optional[Callable[[Optional[str], float, float], None]] = None,
+               ) -> Generator[list[FileResult], None, None]:
     """Tag many files, decoding ahead in threads and batching across files.
 
     Yields the results one forward pass at a time (a list per pass, in input order), so a
@@ -134,7 +135,8 @@ def tag_corpus(tagger: "AudioTagger", sources: Iterable[Source], *, top_k: int =
         prefetch: decoded files allowed to wait (default: twice the batch size, at least
             ``workers``).
         callback: called as ``callback(path, seconds_done, seconds_total)`` as the windows
-            of a long file (one streamed block by block) run, for a progress display.
+            of a long file (one streamed block by block) run, for a progress display; ``path``
+            is ``None`` for encoded bytes.
 
     Raises:
         InvalidArgumentError: a bad option.
@@ -159,7 +161,7 @@ def tag_corpus(tagger: "AudioTagger", sources: Iterable[Source], *, top_k: int =
         raise UnsupportedOperationError(f"{tagger.arch} is a decision-level model and has no embedding output; "
                                         "use a clip-level checkpoint such as 'Cnn14' for embeddings")
     engine = tagger._engine
-    names = tagger.labels if tags else None
+    names: list[str] = tagger.labels if tags else []  # read only with tags
     outputs = (["clipwise_output"] if tags else []) + (["embedding"] if embeddings else [])
     workers = _default_workers(engine.device) if workers is None else workers
     prefetch = prefetch or max(2 * engine.batch_size, workers)
@@ -192,7 +194,7 @@ def tag_corpus(tagger: "AudioTagger", sources: Iterable[Source], *, top_k: int =
         return results
 
     def stream(prep: _Prepared) -> FileResult:
-        item: Union[LongFile, Clip] = prep.stream  # type: ignore[assignment]
+        item: Union[LongFile, Clip] = prep.stream  # type: ignore[assignment]  # called for streamed files only
         try:
             length = item.num_samples if isinstance(item, LongFile) else len(item.samples)
             report = (None if callback is None else
@@ -306,6 +308,7 @@ class _Prefetcher:
                 item = next(self._items)
             except StopIteration:
                 return
+            # only called with a pool (without one, __iter__ maps in this thread)
             self._queue.append(self._pool.submit(self._fn, item))  # type: ignore[union-attr]
 
     def __iter__(self) -> Iterator[Any]:

@@ -10,7 +10,7 @@ refuses, and the soundtrack of any video file. The file's extension plays no par
 Traceback (most recent call last):
 ...
 panns_infer.errors.AudioDecodeError: cannot decode 'junk' as audio (libsndfile: Format not recognised; FFmpeg: ...); supported formats are ...
-"""
+"""  # noqa: E501 - the example shows the whole error message, as users see it
 
 from __future__ import annotations
 
@@ -56,8 +56,9 @@ def open_decoder(source: Source, name: str, *, stream: Optional[int] = None) -> 
         InvalidArgumentError: ``stream`` is not one of the file's audio streams.
     """
     if is_file_object(source) and not _seekable(source):
+        # is_file_object() checked source (it cannot be a TypeGuard on Python 3.9)
         source = io.BytesIO(source.read())  # type: ignore[union-attr]
-    start = source.tell() if is_file_object(source) else 0  # type: ignore[union-attr]
+    start = source.tell() if is_file_object(source) else 0  # type: ignore[union-attr]  # checked: a file object
     size = source_size(source)
     if not stream:
         try:
@@ -67,7 +68,7 @@ def open_decoder(source: Source, name: str, *, stream: Optional[int] = None) -> 
             if sndfile_reason.startswith("Error opening"):  # "Error opening <source>: Format not recognised."
                 sndfile_reason = sndfile_reason.rsplit(": ", 1)[-1].rstrip(".")
         if is_file_object(source):
-            source.seek(start)  # type: ignore[union-attr]
+            source.seek(start)  # type: ignore[union-attr]  # a file object (checked above)
     else:
         sndfile_reason = "one stream only"
     if not pyav_available():
@@ -90,6 +91,6 @@ def open_decoder(source: Source, name: str, *, stream: Optional[int] = None) -> 
 
 def _seekable(f: object) -> bool:
     try:
-        return bool(f.seekable())  # type: ignore[attr-defined]
+        return bool(f.seekable())  # type: ignore[attr-defined]  # any object: AttributeError is caught
     except (AttributeError, ValueError, OSError):
         return False

@@ -33,7 +33,7 @@ def source_size(source: Source) -> Optional[int]:
             end = f.seek(0, os.SEEK_END)
             f.seek(here)
             return int(end - here)
-        return os.path.getsize(source)  # type: ignore[arg-type]
+        return os.path.getsize(source)  # type: ignore[arg-type]  # not a file object, so a path
     except (OSError, ValueError, AttributeError, TypeError):  # a pipe, a device, an unseekable stream
         return None
 

@@ -109,6 +109,7 @@ class AvDecoder(Decoder):
         self.name = name
         self._source = source
         self._size = source_size(source)
+        # is_file_object() checked source (it cannot be a TypeGuard on Python 3.9)
         self._start = source.tell() if is_file_object(source) else 0  # type: ignore[union-attr]
         try:
             self._container = av.open(source, mode="r", options=_OPTIONS, metadata_errors="ignore")

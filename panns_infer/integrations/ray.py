@@ -16,7 +16,7 @@ called on a plain dict of columns, e.g. in a test.
 from __future__ import annotations
 
 import os
-from typing import Any, Optional, Union
+from typing import Any, Optional, Union, cast
 
 import numpy as np
 
@@ -130,11 +130,15 @@ class PannsPredictor:
         out["duration"] = pa.array([r.duration if r.ok else None for r in results], pa.float64())
         out["sample_rate"] = pa.array([r.sample_rate if r.ok else None for r in results], pa.int64())
         out["model"] = pa.array([self.model] * len(results), pa.string())
-        out["labels"] = pa.array([list(r.tags.labels) if r.ok else [] for r in results], pa.list_(pa.string()))
-        out["scores"] = pa.array([r.tags.scores.tolist() if r.ok else [] for r in results], pa.list_(pa.float32()))
+        # a result without an error carries its tags, and its embedding when asked
+        out["labels"] = pa.array([list(r.tags.labels) if r.ok else [] for r in results],  # type: ignore[union-attr]
+                                 pa.list_(pa.string()))
+        out["scores"] = pa.array([r.tags.scores.tolist() if r.ok else [] for r in results],  # type: ignore[union-attr]
+                                 pa.list_(pa.float32()))
         if self.embeddings:
-            blank = np.full(self.tagger.embedding_size, np.nan, dtype=np.float32)
-            rows = [r.embedding.astype(np.float32) if r.ok else blank for r in results]
+            # an int: tag_corpus refused embeddings from a model without them
+            blank = np.full(cast(int, self.tagger.embedding_size), np.nan, dtype=np.float32)
+            rows = [r.embedding.astype(np.float32) if r.ok else blank for r in results]  # type: ignore[union-attr]
             out["embedding"] = np.stack(rows) if rows else np.zeros((0, len(blank)), np.float32)
         out["error"] = pa.array([r.error for r in results], pa.string())
         if pandas:

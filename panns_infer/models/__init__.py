@@ -16,23 +16,30 @@ from .blocks import PannsModel
 from .cnn import CNN_CONFIGS, Cnn
 from .mobilenet import MOBILENET_ARCHS, MobileNet
 from .resnet import RESNET_CONFIGS, ResNet
-from .wavegram import WavegramCnn14
 from .waveform import WAVEFORM_ARCHS
 from .waveform import build as build_waveform_model
+from .wavegram import WavegramCnn14
 
 __all__ = ["PannsModel", "build_model", "list_architectures", "ARCHITECTURES"]
 
+
+
+def _builder(build: Callable[[str, int], PannsModel], name: str) -> Callable[[int], PannsModel]:
+    """``classes -> build(name, classes)``."""
+    return lambda classes: build(name, classes)
+
+
 ARCHITECTURES: dict[str, Callable[[int], PannsModel]] = {}
 for _name in CNN_CONFIGS:
-    ARCHITECTURES[_name] = lambda classes, _name=_name: Cnn(_name, classes)
+    ARCHITECTURES[_name] = _builder(Cnn, _name)
 for _name in ("Wavegram_Cnn14", "Wavegram_Logmel_Cnn14"):
-    ARCHITECTURES[_name] = lambda classes, _name=_name: WavegramCnn14(_name, classes)
+    ARCHITECTURES[_name] = _builder(WavegramCnn14, _name)
 for _name in RESNET_CONFIGS:
-    ARCHITECTURES[_name] = lambda classes, _name=_name: ResNet(_name, classes)
+    ARCHITECTURES[_name] = _builder(ResNet, _name)
 for _name in MOBILENET_ARCHS:
-    ARCHITECTURES[_name] = lambda classes, _name=_name: MobileNet(_name, classes)
+    ARCHITECTURES[_name] = _builder(MobileNet, _name)
 for _name in WAVEFORM_ARCHS:
-    ARCHITECTURES[_name] = lambda classes, _name=_name: build_waveform_model(_name, classes)
+    ARCHITECTURES[_name] = _builder(build_waveform_model, _name)
 
 
 def list_architectures() -> list[str]:

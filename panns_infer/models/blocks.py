@@ -6,7 +6,7 @@ network built from these blocks loads a released file with strict matching.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, cast
 
 import torch
 from torch import nn
@@ -35,7 +35,7 @@ def conv2d(cin: int, cout: int, kernel: int, *, groups: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, kernel, padding=kernel // 2, groups=groups, bias=False)
 
 
-def _avg_pool(x: torch.Tensor, pool: tuple[int, int]) -> torch.Tensor:
+def _avg_pool(x: torch.Tensor, pool: tuple[int, ...]) -> torch.Tensor:
     return x if pool == (1, 1) else F.avg_pool2d(x, pool)
 
 
@@ -234,6 +234,11 @@ class PannsModel(nn.Module):
     has_framewise: bool = False
     head: str = "clip"  # the global pooling: one of HEADS (see GlobalPool)
     frames_per_segment: int = 32  # STFT frames per step of the final time axis
+    # the clip head's layers (checkpoint names), created by the models whose ``head`` is "clip"
+    fc1: nn.Linear
+    fc_audioset: nn.Linear
+    # the input batch norm: BatchNorm2d over mel bins (add_logmel_stem), BatchNorm1d in waveform models
+    bn0: nn.Module
 
     def __init__(self, frontend: FrontEndConfig, classes: int = 527) -> None:
         super().__init__()
@@ -330,14 +335,16 @@ def module_reach(module: nn.Module, r: Reach) -> Reach:
     >>> module_reach(nn.Sequential(conv2d(1, 4, 3), nn.AvgPool2d(2), nn.ReLU()), Reach())
     Reach(jump=2, lo=-1, hi=2)
     """
-    if hasattr(module, "time_reach"):
-        return module.time_reach(r)
+    own_reach = getattr(module, "time_reach", None)
+    if own_reach is not None:
+        return own_reach(r)
     if isinstance(module, nn.Sequential):
         for child in module:
             r = module_reach(child, r)
         return r
     if isinstance(module, (nn.Conv1d, nn.Conv2d)):
-        return r.layer(module.kernel_size[0], stride=module.stride[0], padding=module.padding[0],
+        padding = cast(int, module.padding[0])  # the package's convolutions pad by numbers, never "same"
+        return r.layer(module.kernel_size[0], stride=module.stride[0], padding=padding,
                        dilation=module.dilation[0])
     if isinstance(module, (nn.AvgPool1d, nn.AvgPool2d, nn.MaxPool1d, nn.MaxPool2d)):
         def first(v):

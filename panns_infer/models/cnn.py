@@ -88,7 +88,7 @@ class Cnn(PannsModel):
         return x, frames
 
     @property
-    def head(self) -> str:  # type: ignore[override]
+    def head(self) -> str:  # type: ignore[override]  # the base's class attribute, here read from the config
         """The global pooling: "clip", "max" or "att" (see :class:`~.blocks.GlobalPool`)."""
         return self.config.head
 

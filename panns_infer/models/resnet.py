@@ -127,6 +127,10 @@ class ResNetTrunk(nn.Module):
 
     planes = (64, 128, 256, 512)
     strides = (1, 2, 2, 2)
+    layer1: nn.Sequential  # the stages, created by name in __init__
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
 
     def __init__(self, block: _Block, layers: tuple[int, int, int, int], cin: int = 64) -> None:
         super().__init__()

@@ -215,6 +215,10 @@ class DaiNet19(PannsModel):
     min_samples = 332  # floor((N - 80) / 4) + 1 must reach 64 for the third max pool
     embedding_size = 512
     channels = (64, 128, 256, 512)
+    conv_block1: DaiNetResBlock  # created by name in __init__
+    conv_block2: DaiNetResBlock
+    conv_block3: DaiNetResBlock
+    conv_block4: DaiNetResBlock
 
     def __init__(self, classes: int = 527) -> None:
         super().__init__(FRONTEND_32K, classes)

@@ -119,6 +119,7 @@ class WavegramCnn14(PannsModel):
 
     def time_reach(self) -> Reach:
         r = module_reach(self.pre_conv0, Reach())
+        block: nn.Module
         for block in (self.pre_block1, self.pre_block2, self.pre_block3, self.pre_block4):
             r = module_reach(block, r)  # the reshape to (4, L, 32) keeps the time axis
         if self.with_logmel:

@@ -1,0 +1,57 @@
+"""panns-tag's exit status in every output mode: 1 whenever a file failed, 0 when none did, so
+that scripts can tell a failed run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile
+
+from conftest import requires_fixtures
+from panns_infer.cli import main
+
+pytestmark = requires_fixtures
+
+# (extra arguments, output file name or None, whether the mode needs a decision-level checkpoint)
+MODES = {
+    "text": ([], None, False),
+    "json": (["--format", "json"], None, False),
+    "jsonl file": ([], "out.jsonl", False),
+    "csv file": ([], "out.csv", False),
+    "embeddings": (["--embeddings", "{tmp}/emb.npz"], "out.jsonl", False),
+    "embeddings only": (["--embeddings", "{tmp}/emb.npz"], None, False),
+    "events text": (["--events"], None, True),
+    "events json": (["--events", "--format", "json"], None, True),
+    "events tsv": (["--events", "--format", "tsv"], None, True),
+    "events jsonl file": (["--events"], "events.jsonl", True),
+    "events tsv file": (["--events"], "events.tsv", True),
+}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(fixture_checkpoint):
+    return {False: str(fixture_checkpoint("Cnn6")),
+            True: str(fixture_checkpoint("Cnn14_DecisionLevelMax", name="Cnn14_DecisionLevelMax.pth"))}
+
+
+def _run(mode, files, checkpoints, labels_csv, tmp_path):
+    extra, output, sed = MODES[mode]
+    args = [*files, "-c", checkpoints[sed], "--labels", str(labels_csv), "--no-progress"]
+    args += [a.replace("{tmp}", str(tmp_path)) for a in extra]
+    if output:
+        args += ["--output", str(tmp_path / output)]
+    return main(args)
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_a_failed_file_makes_the_exit_status_1_in_every_mode(mode, checkpoints, labels_csv, tmp_path, capsys):
+    good = tmp_path / "good.wav"
+    soundfile.write(good, (np.random.default_rng(0).standard_normal(32000) * 0.1).astype(np.float32), 32000)
+    bad = tmp_path / "bad.wav"
+    bad.write_text("not audio")
+    (tmp_path / "a").mkdir()
+    assert _run(mode, [str(bad), str(good)], checkpoints, labels_csv, tmp_path / "a") == 1
+    err = capsys.readouterr().err
+    assert "bad.wav" in err and "Traceback" not in err
+    (tmp_path / "b").mkdir()
+    assert _run(mode, [str(good)], checkpoints, labels_csv, tmp_path / "b") == 0
