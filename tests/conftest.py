@@ -17,6 +17,22 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture
+def decoded(monkeypatch):
+    """The sources ``tag_corpus`` decodes, in order (proof of what a run recomputes)."""
+    from panns_infer.corpus import run as corpus_run
+
+    seen: list = []
+    real = corpus_run._prepare
+
+    def spy(tagger, source, cap):
+        seen.append(source)
+        return real(tagger, source, cap)
+
+    monkeypatch.setattr(corpus_run, "_prepare", spy)
+    return seen
+
+
+@pytest.fixture
 def loopback_server():
     """A running :class:`http_server.LoopbackServer` on 127.0.0.1; add files with ``serve()``."""
     with LoopbackServer() as server:

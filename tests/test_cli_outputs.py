@@ -54,18 +54,6 @@ def run(cnn6, labels_csv, capsys):
     return go
 
 
-@pytest.fixture
-def decoded(monkeypatch):
-    seen: list = []
-    real = corpus_run._prepare
-
-    def spy(tagger, source, cap):
-        seen.append(source)
-        return real(tagger, source, cap)
-
-    monkeypatch.setattr(corpus_run, "_prepare", spy)
-    return seen
-
 
 # -- what a file holds, and whose it is --------------------------------------------------------
 

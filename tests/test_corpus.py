@@ -88,19 +88,6 @@ def run(cnn6, labels_csv):
     return go
 
 
-@pytest.fixture
-def decoded(monkeypatch):
-    """The sources tag_corpus decodes, in order (proof of what a run recomputes)."""
-    seen: list = []
-    real = corpus_run._prepare
-
-    def spy(tagger, source, cap):
-        seen.append(source)
-        return real(tagger, source, cap)
-
-    monkeypatch.setattr(corpus_run, "_prepare", spy)
-    return seen
-
 
 def _jsonl(path) -> list[dict]:
     """The records of a JSONL output (after its header line, which is checked)."""
