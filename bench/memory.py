@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from _common import FIXTURES, ROOT, WORK, require_fixtures
+from _common import ROOT, WORK, checkpoint
 
 RESIDENT = r"""
 import gc, json, sys
@@ -42,19 +42,6 @@ tagger = AudioTagger(sys.argv[1], device="cpu", optimize=sys.argv[2] == "fast")
 gc.collect()
 print(json.dumps({"weights_mib": weights / 2**20, "resident_mib": (rss() - before) / 2**20}))
 """
-
-
-def released_checkpoint(arch: str) -> Path:
-    require_fixtures()
-    WORK.mkdir(parents=True, exist_ok=True)
-    path = WORK / f"{arch}_mAP=0.000_zenodo.pth"
-    if not path.exists():
-        sys.path.insert(0, str(FIXTURES))
-        import make_checkpoint as mc
-
-        _, state = mc.build_state_dict(arch)
-        mc.save(state, path, "zenodo")
-    return path
 
 
 def long_flac(minutes: float) -> Path:
@@ -93,7 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("/usr/bin/time") is None:
         sys.exit("bench: /usr/bin/time is missing (apt-get install time)")
-    ckpt = released_checkpoint(args.arch)
+    ckpt = checkpoint(args.arch, "zenodo")
     for minutes in args.minutes:
         audio = long_flac(minutes)
         peak, out = peak_of_cli(ROOT, audio, ckpt)
@@ -108,7 +95,7 @@ def main() -> None:
         return
     for arch in args.resident_archs:
         for mode in ("fast", "plain"):
-            proc = subprocess.run([sys.executable, "-c", RESIDENT, str(released_checkpoint(arch)), mode],
+            proc = subprocess.run([sys.executable, "-c", RESIDENT, str(checkpoint(arch, "zenodo")), mode],
                                   capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
             if proc.returncode != 0:
                 raise RuntimeError(proc.stderr[-3000:])
