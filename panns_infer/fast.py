@@ -12,8 +12,8 @@ decision-level) into a module that computes the same outputs faster on a CPU in 
   - the first 1 -> C convolution, which oneDNN runs at a few GFLOP/s, is a small matrix
     product of the 3x3 (or 5x5) patches of the log-mel, written channels-last;
   - on a map only two bins wide (Cnn14's last block, where oneDNN reaches a third of the
-    matrix-product rate) each convolution is one matrix product of time patches, without the
-    taps that would read the frequency padding (a third of that block's work);
+    matrix-product rate) each convolution is one matrix product of the whole batch's
+    patches with the layer's own weights;
   - 3x3 layers with many channels run as Winograd F(2x2, 3x3): 16 multiplications per
     input channel for a 2x2 output tile where direct convolution needs 36, on tiles
     transformed a few rows at a time while they are in cache;
@@ -63,7 +63,8 @@ from .frontend import AMIN, SPECTROGRAMS, SpectrogramMethod, check_spectrogram, 
 from .models.blocks import ConvBlock, ConvBlock5x5, PannsModel
 from .models.cnn import Cnn
 
-__all__ = ["optimize", "supports", "choose_method", "FastCnn", "FastConv", "Linear", "METHODS", "SPECTROGRAMS"]
+__all__ = ["optimize", "supports", "choose_method", "held_bytes", "FastCnn", "FastConv", "Linear", "METHODS",
+           "SPECTROGRAMS"]
 
 logger = logging.getLogger("panns_infer")
 
@@ -216,6 +217,51 @@ def conv_gemm_narrow(x: torch.Tensor, linear: Linear, kernel: int) -> torch.Tens
     return out.view(b, h, w, -1).permute(0, 3, 1, 2)
 
 
+def conv_gemm_padded(x: torch.Tensor, linear: Linear, kernel: int) -> torch.Tensor:
+    """'Same' convolution + ReLU as one matrix product of the whole batch's patches (frequency
+    padding included) with the layer's own ``(Cout, kernel * kernel * C)`` weights: on a map at
+    most ``kernel // 2 + 1`` bins wide, the same numbers as :func:`conv_gemm_narrow` from
+    three quarters of its weight memory, for half as much work again.
+
+    The padding taps only add exact zeros to each output's running sum, which otherwise sees
+    the same products in the same order as "narrow"'s (taps ordered kh, then input bin), so
+    the results are equal bit for bit, provided the product's kernel is the one "narrow" gets
+    for the same rows: oneDNN treats a single-row product differently from several rows, so
+    when "narrow" would multiply one row (one time step of one clip), each output bin is its
+    own one-row product here too.
+
+    Args:
+        x: logical ``(B, C, H, W)``.
+        linear: weights ``(Cout, kernel * kernel * C)``, taps ordered (kh, kw, c).
+        kernel: odd kernel size.
+
+    Returns:
+        Logical ``(B, Cout, H, W)`` in channels-last memory format.
+    """
+    b, c, h, w = x.shape
+    pad = kernel // 2
+    xp = _pad_nhwc(x, pad, pad, pad, pad)
+    sb, sh, sw, _ = xp.stride()
+    patches = xp.as_strided((b, h, w, kernel, kernel, c), (sb, sh, sw, sh, sw, 1))
+    cout = linear.out_features
+    out = torch.empty(b * h, w, cout, dtype=x.dtype)
+    if b * h == 1:  # "narrow" would make a single-row product: so does each output bin here
+        for j in range(w):
+            out[0, j] = linear(patches[0, 0, j].reshape(1, -1), relu=True)[0]
+        return out.view(b, h, w, cout).permute(0, 3, 1, 2)
+    # Chunks of whole time steps (of every clip in turn), at least two each, so that no chunk
+    # is a single-row product.
+    chunks = max(1, b * h // max(2, _CHUNK_FLOATS // (w * kernel * kernel * c)))
+    bounds = [b * h * i // chunks for i in range(chunks + 1)]
+    for r0, r1 in zip(bounds, bounds[1:]):
+        cols = torch.empty(r1 - r0, w, kernel, kernel, c, dtype=x.dtype)
+        for i in range(r0 // h, (r1 - 1) // h + 1):  # the clips this chunk covers
+            t0, t1 = max(r0, i * h) - i * h, min(r1, (i + 1) * h) - i * h
+            cols[i * h + t0 - r0: i * h + t1 - r0] = patches[i, t0:t1]
+        out[r0:r1] = linear(cols.view((r1 - r0) * w, -1), relu=True).view(r1 - r0, w, cout)
+    return out.view(b, h, w, cout).permute(0, 3, 1, 2)
+
+
 def _narrow_matrix(weight: torch.Tensor, width: int) -> torch.Tensor:
     """``(width * Cout, kernel * width * C)``: row block j holds the taps output bin j applies
     to input bins 0..width-1 (taps ordered kh, input bin, c). Dense: on a map at most
@@ -307,7 +353,10 @@ def choose_method(kernel: int, cin: int, cout: int, width: int) -> str:
     the same choice won at batch 1 and 8, except on two-bin maps where Winograd is ~15%
     faster at batch 8 and ~20% slower at batch 1, and needs a third more weight memory):
 
-    * ``"narrow"``: maps at most ``kernel // 2 + 1`` bins wide (Cnn14's last block);
+    * ``"padded"``: maps at most ``kernel // 2 + 1`` bins wide (Cnn14's last block, 70% of
+      its weights): the same numbers as ``"narrow"``, which skips the taps that read the
+      frequency padding (a third of the work there) but needs a third more weight memory
+      than the layer, because every output bin has its own copy of the shared taps;
     * ``"gemm"``: the first 1 -> C layer, which oneDNN runs at a few GFLOP/s;
     * ``"winograd"``: 3x3 layers from 128 or more to 256 or more channels (1.2-1.9x oneDNN);
     * ``"onednn_cl"``: the rest (the wide maps of the first blocks, where Winograd's
@@ -317,7 +366,7 @@ def choose_method(kernel: int, cin: int, cout: int, width: int) -> str:
     ('gemm', 'onednn_cl', 'winograd')
     """
     if width <= kernel // 2 + 1:
-        return "narrow"
+        return "padded"
     if cin == 1:
         return "gemm"
     if kernel == 3 and cin >= WINOGRAD_MIN_CHANNELS and cout >= 2 * WINOGRAD_MIN_CHANNELS:
@@ -325,7 +374,7 @@ def choose_method(kernel: int, cin: int, cout: int, width: int) -> str:
     return "onednn_cl"
 
 
-METHODS = ("onednn", "onednn_cl", "gemm", "winograd", "narrow")
+METHODS = ("onednn", "onednn_cl", "gemm", "winograd", "narrow", "padded")
 
 
 class FastConv(nn.Module):
@@ -359,7 +408,7 @@ class FastConv(nn.Module):
             matrix = _narrow_matrix(weight, width)
             del weight
             self.form = Linear(matrix, bias.repeat(width))
-        elif self.method == "gemm":  # taps ordered (kh, kw, c)
+        elif self.method in ("gemm", "padded"):  # taps ordered (kh, kw, c)
             self.form = Linear(weight.permute(0, 2, 3, 1).reshape(conv.out_channels, -1), bias)
         elif self.method == "winograd":
             self.form = _winograd_linears(weight, bias)
@@ -373,6 +422,8 @@ class FastConv(nn.Module):
             return conv_gemm_narrow(x, self.form, self.kernel)
         if self.method == "gemm":
             return conv_gemm(x, self.form, self.kernel)
+        if self.method == "padded":
+            return conv_gemm_padded(x, self.form, self.kernel)
         if self.method == "winograd":
             return conv_winograd(x, self.form)
         fmt = torch.channels_last if self.method == "onednn_cl" else torch.contiguous_format
@@ -495,6 +546,37 @@ class FastCnn(Cnn):
         for block in blocks:
             x = block(x)
         return x
+
+
+def held_bytes(model: nn.Module) -> int:
+    """Bytes of the tensors ``model`` holds: its parameters and buffers (each storage once,
+    none on the meta device) and the weights of its :class:`FastConv` forms.
+
+    >>> from panns_infer.models import build_model
+    >>> model = build_model("Cnn6").eval()
+    >>> held_bytes(model) == sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    True
+    """
+    seen: set = set()
+    total = 0
+
+    def add(t: Optional[torch.Tensor]) -> None:
+        nonlocal total
+        if t is None or t.device.type == "meta":
+            return
+        key = id(t) if t.is_mkldnn else t.untyped_storage().data_ptr()
+        if key not in seen:
+            seen.add(key)
+            total += (t.numel() if t.is_mkldnn else t.untyped_storage().nbytes() // t.element_size()) * t.element_size()
+
+    for t in list(model.parameters()) + list(model.buffers()):
+        add(t)
+    for mod in model.modules():
+        form = getattr(mod, "form", None) if isinstance(mod, FastConv) else None
+        for lin in form if isinstance(form, list) else [form] if form is not None else []:
+            add(lin.weight if lin.packed else lin.weight_t)
+            add(lin.bias)
+    return total
 
 
 def optimize(model: PannsModel, *, release: bool = False, spectrogram: SpectrogramMethod = "reference") -> PannsModel:
