@@ -197,7 +197,7 @@ def test_resample_falls_back_to_resampy_for_ratios_with_many_phases():
 @pytest.mark.parametrize("arch, expected", [
     # Cnn14: block 1 (64 bins) ... block 6 (2 bins), two convolutions each.
     ("Cnn14", ["gemm", "onednn_cl", "onednn_cl", "onednn_cl", "winograd", "winograd",
-               "winograd", "winograd", "winograd", "winograd", "narrow", "narrow"]),
+               "winograd", "winograd", "winograd", "winograd", "padded", "padded"]),
     ("Cnn10", ["gemm", "onednn_cl", "onednn_cl", "onednn_cl", "winograd", "winograd", "winograd", "winograd"]),
     ("Cnn6", ["gemm", "onednn_cl", "onednn_cl", "onednn_cl"]),  # 5x5 kernels: no Winograd
 ])
