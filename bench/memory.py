@@ -8,7 +8,8 @@ Peak RSS comes from ``/usr/bin/time -v`` (``apt-get install time``) around
 ``python -m panns_infer.cli long.flac --checkpoint CKPT --events`` with default settings, on
 fixture checkpoints in the released layout (../shared/fixtures). The loaded tagger's resident
 memory is the RSS a fresh process gains from ``AudioTagger(...)`` after ``import panns_infer``,
-compared with the bytes of the checkpoint's weights.
+compared with the bytes of the checkpoint's weights; ``held_mib`` is the bytes of the tensors it
+holds (``panns_infer.fast.held_bytes``: parameters, buffers and fast forms).
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ gc.collect()
 before = rss()
 tagger = AudioTagger(sys.argv[1], device="cpu", optimize=sys.argv[2] == "fast")
 gc.collect()
-print(json.dumps({"weights_mib": weights / 2**20, "resident_mib": (rss() - before) / 2**20}))
+from panns_infer.fast import held_bytes
+print(json.dumps({"weights_mib": weights / 2**20, "resident_mib": (rss() - before) / 2**20,
+                  "held_mib": held_bytes(tagger.model) / 2**20}))
 """
 
 
@@ -101,7 +104,7 @@ def main() -> None:
                 raise RuntimeError(proc.stderr[-3000:])
             res = json.loads(proc.stdout.strip().splitlines()[-1])
             print(json.dumps({"arch": arch, "optimize": mode == "fast", "weights_mib": round(res["weights_mib"], 1),
-                              "resident_mib": round(res["resident_mib"], 1),
+                              "resident_mib": round(res["resident_mib"], 1), "held_mib": round(res["held_mib"], 1),
                               "ratio": round(res["resident_mib"] / res["weights_mib"], 2)}), flush=True)
 
 
