@@ -228,7 +228,10 @@ def conv_gemm_padded(x: torch.Tensor, linear: Linear, kernel: int) -> torch.Tens
     the results are equal bit for bit, provided the product's kernel is the one "narrow" gets
     for the same rows: oneDNN treats a single-row product differently from several rows, so
     when "narrow" would multiply one row (one time step of one clip), each output bin is its
-    own one-row product here too.
+    own one-row product here too. That is measured, not promised by oneDNN: equal on Cnn14's
+    last-block layers (1024 and 2048 channels; 1, 2, 4 and 16 threads, AVX-512 and AVX2
+    kernels), while on layers of 64-512 channels oneDNN splits the two products' sums
+    differently and the last bits can differ (float32 rounding).
 
     Args:
         x: logical ``(B, C, H, W)``.
@@ -384,7 +387,7 @@ class FastConv(nn.Module):
     Output is logical NCHW, channels-last or contiguous depending on the method.
     """
 
-    form: Any  # the method's weights: one Linear (narrow, gemm), Winograd's list of Linears
+    form: Any  # the method's weights: one Linear (narrow, gemm, padded), Winograd's list of Linears
     weight: torch.Tensor  # buffers of the oneDNN methods
     bias: torch.Tensor
 
