@@ -122,9 +122,10 @@ def resample_span(x: np.ndarray, rate: int, target_rate: int, *, offset: int, st
     at ``t_out - n``, rounding to float32 after each tap. Here the same loop runs on the piece
     at the positions ``t_out - offset``: subtracting an integer no larger than a float64 below
     2**53 is exact, so the piece's ``n`` is ``n - offset`` and its fraction is the same bits,
-    and the taps read the same samples in the same order. The ends match the whole signal's
-    where the piece has the filter's reach of context (:meth:`StreamResampler.reach`) or ends
-    where the signal does (resampy takes no samples beyond the signal: zeros).
+    and the taps read the same samples in the same order. This holds where the piece has the
+    filter's reach (``StreamResampler(rate, target_rate).reach`` input samples) on each side
+    of the outputs' positions, or ends where the signal does (resampy takes no samples beyond
+    the signal's ends: zeros).
 
     Args:
         x: float32 samples ``offset`` to ``offset + len(x)`` of the signal.
