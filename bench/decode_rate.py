@@ -9,6 +9,8 @@ Rates are audio seconds decoded per second of wall time (higher is better):
 
 * ``decode_blocks``: panns_infer's block decoding at the file's own rate, channels averaged;
 * ``read_audio 32k``: the same plus kaiser_best resampling to 32 kHz (what tagging needs);
+* ``read_blocks 32k``: the streamed form of it, block by block (what long files go through;
+  the same samples, bit for bit);
 * ``librosa.load sr=None``: librosa's native-rate load (audioread/FFmpeg fallback for these
   containers, or soundfile when it reads them), ``mono=True``;
 * ``librosa.load sr=32000``: the same resampled to 32 kHz (soxr_hq, librosa's default).
@@ -67,6 +69,7 @@ def main() -> None:
     import librosa
 
     from panns_infer.audio import decode_blocks, read_audio
+    from panns_infer.windows import read_blocks
 
     print(f"machine: {machine()}")
     files = make_files(args.minutes)
@@ -74,6 +77,7 @@ def main() -> None:
     readers = {
         "decode_blocks (native rate)": lambda p: sum(len(b) for b in decode_blocks(p)),
         "read_audio 32k (kaiser_best)": lambda p: read_audio(p, 32000),
+        "read_blocks 32k (streamed kaiser_best)": lambda p: sum(len(b) for b in read_blocks(p, 32000)),
         "librosa.load sr=None": lambda p: librosa.load(p, sr=None, mono=True),
         "librosa.load sr=32000 (soxr_hq)": lambda p: librosa.load(p, sr=32000, mono=True),
     }

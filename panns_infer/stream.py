@@ -16,7 +16,8 @@ of input, runs the network on the latest window:
   reported once each, when they close; at the end open events close at the last frame.
 
 Updates happen at fixed sample positions, and the stream resampler (:class:`StreamResampler`)
-cuts its pieces at fixed positions too, so results never depend on how the input was chunked.
+gives bit for bit the samples of resampling the whole recording at once, so results never
+depend on how the input was chunked.
 
 Memory is bounded by the window: a run keeps at most ``window + hop`` samples, one window's
 segment outputs and the event tracker's few numbers per class.
@@ -41,12 +42,10 @@ from .engine import Engine
 from .errors import InvalidArgumentError
 from .events import Event
 from .online_events import EventTracker
+from .resampling import StreamResampler
 from .results import Tags, expand_segments
-from .windows import _filter_reach, _resample_piece
 
 __all__ = ["StreamUpdate", "LiveRun", "LivePlan", "StreamResampler", "plan_live"]
-
-_RESAMPLE_PIECE_SECONDS = 0.1  # input resampled per piece (plus the filter's reach on both sides)
 
 
 @dataclass(frozen=True, repr=False)
@@ -318,64 +317,3 @@ def _with(update: StreamUpdate, rows: Optional[np.ndarray], first: int, first_ti
     return StreamUpdate(update.start, update.end, update.tags, embedding=update.embedding, framewise=rows,
                         frames_start=first_time, first_frame=first, events=events, skipped=update.skipped,
                         final=True)
-
-
-class StreamResampler:
-    """Resample pushed blocks with resampy's ``kaiser_best`` filter, as resampling the whole
-    signal at once would (:func:`panns_infer.windows.resample_stream`'s pieces, cut at fixed
-    input positions every ~0.1 s, so the output does not depend on how the input was chunked).
-
-    >>> r = StreamResampler(48000, 32000)
-    >>> sum(len(r.push(np.zeros(4800, dtype=np.float32))) for _ in range(10)) + len(r.finish())
-    32000
-    """
-
-    def __init__(self, rate: int, target_rate: int) -> None:
-        self.rate, self.target_rate = rate, target_rate
-        g = math.gcd(rate, target_rate)
-        self.period_in, self.period_out = rate // g, target_rate // g
-        self.context = 0 if rate == target_rate else \
-            -(-_filter_reach(rate, target_rate) // self.period_in) * self.period_in
-        self.piece = max(1, int(_RESAMPLE_PIECE_SECONDS * rate) // self.period_in) * self.period_in
-        self._chunks: list = []
-        self._buffer = np.zeros(0, dtype=np.float32)
-        self._buffer_start = 0
-        self._emitted = 0
-        self._total = 0
-
-    def push(self, block: np.ndarray) -> np.ndarray:
-        """Add samples at ``rate``; return the output samples that became final."""
-        if self.rate == self.target_rate:
-            return block
-        self._chunks.append(block)
-        self._total += len(block)
-        if self._total - self.context < self._emitted + self.piece:
-            return np.zeros(0, dtype=np.float32)
-        self._buffer = np.concatenate([self._buffer, *self._chunks])
-        self._chunks = []
-        out = []
-        while self._total - self.context >= self._emitted + self.piece:
-            emit_to = self._emitted + self.piece
-            out.append(_resample_piece(self._buffer, self._buffer_start, self._emitted, emit_to,
-                                       emit_to + self.context, self.rate, self.target_rate, self.period_in,
-                                       self.period_out, self.context))
-            self._emitted = emit_to
-        keep_from = max(0, self._emitted - self.context)
-        self._buffer = self._buffer[keep_from - self._buffer_start:]
-        self._buffer_start = keep_from
-        return np.concatenate(out)
-
-    def finish(self) -> np.ndarray:
-        """The remaining output samples (the signal ended)."""
-        if self.rate == self.target_rate:
-            return np.zeros(0, dtype=np.float32)
-        self._buffer = np.concatenate([self._buffer, *self._chunks])
-        self._chunks = []
-        final = self._total * self.target_rate // self.rate
-        first = self._emitted // self.period_in * self.period_out
-        if final <= first or self._total == 0:
-            return np.zeros(0, dtype=np.float32)
-        return _resample_piece(self._buffer, self._buffer_start, self._emitted, None, self._total, self.rate,
-                               self.target_rate, self.period_in, self.period_out, self.context)
-
-

@@ -3,8 +3,8 @@
 With ``AudioTagger(window=10.0)`` (the training clip length), a recording longer than
 ``whole_up_to`` runs as overlapping windows (by default it runs in exact chunks instead,
 :mod:`panns_infer.chunks`; both stream the file). Files are decoded block by block and resampled in a streaming
-way that gives the same samples as resampling the whole file at once, so memory does not
-grow with the recording's length.
+way that gives bit for bit the samples of resampling the whole file at once, so memory does
+not grow with the recording's length.
 
 Window starts are multiples of one *segment* (32 STFT frames, 0.32 s at every released
 rate): the decision-level networks output one value per segment, so windows then agree on
@@ -19,18 +19,19 @@ centre of its overlaps).
 
 from __future__ import annotations
 
-import math
 import os
-from typing import Iterable, Iterator, Optional, Sequence, Union
+from typing import Iterable, Iterator, Sequence, Union
 
 import numpy as np
 
-from .audio import decode_blocks, probe_file, resample
+from .audio import decode_blocks, probe_file
+from .resampling import StreamResampler
 
 __all__ = ["plan_windows", "grid_spans", "resample_stream", "read_blocks", "iter_windows",
            "stitch_segments"]
 
 _BLOCK_SECONDS = 10.0
+_PIECE_SECONDS = 1.0  # output resampled per call at least (the last piece may be shorter)
 
 
 def plan_windows(num_samples: int, *, window: int, hop: int, align: int = 1) -> list[tuple[int, int]]:
@@ -60,61 +61,27 @@ def grid_spans(num_samples: int, *, segment: int, hop: int) -> list[tuple[int, i
     return [(k * hop, min(k * hop + segment, num_samples)) for k in range(count)]
 
 
-def _filter_reach(rate: int, target_rate: int) -> int:
-    """Input samples on each side that one kaiser_best output sample depends on."""
-    from .resampling import _kaiser_best
-
-    window, precision = _kaiser_best()
-    scale = min(1.0, target_rate / rate)
-    return int(math.ceil(len(window) / int(scale * precision))) + 2
-
-
 def resample_stream(blocks: Iterable[np.ndarray], rate: int, target_rate: int) -> Iterator[np.ndarray]:
-    """Resample a stream of 1-D float32 blocks with :func:`panns_infer.audio.resample`
-    (resampy's ``kaiser_best`` filter, in its fast polyphase form: ``exact=False``).
+    """Resample a stream of 1-D float32 blocks with resampy's ``kaiser_best`` filter.
 
-    The concatenated output equals resampling the whole signal at once (to float rounding):
-    each piece is resampled with enough context on both sides that the filter sees the same input
-    samples, and pieces start on a grid where input and output sample positions coincide.
+    The concatenated output is bit for bit ``resampy.resample`` of the whole signal (what
+    :func:`panns_infer.audio.resample` gives when the input runs in one pass), computed piece
+    by piece with the filter's context (:class:`~panns_infer.resampling.StreamResampler`).
+
+    >>> from panns_infer.audio import resample
+    >>> x = np.random.default_rng(0).standard_normal(48000).astype(np.float32)
+    >>> pieces = resample_stream((x[i:i + 1000] for i in range(0, 48000, 1000)), 48000, 32000)
+    >>> bool(np.array_equal(np.concatenate(list(pieces)), resample(x, 48000, 32000)))
+    True
     """
-    if rate == target_rate:
-        yield from blocks
-        return
-    g = math.gcd(rate, target_rate)
-    period_in, period_out = rate // g, target_rate // g
-    context = -(-_filter_reach(rate, target_rate) // period_in) * period_in
-    buffer = np.zeros(0, dtype=np.float32)
-    buffer_start = 0  # global index of buffer[0]
-    emitted = 0  # inputs before this index have had their outputs emitted
-    total = 0
+    resampler = StreamResampler(rate, target_rate, piece_seconds=_PIECE_SECONDS)
     for block in blocks:
-        buffer = np.concatenate([buffer, block.astype(np.float32, copy=False)])
-        total += len(block)
-        emit_to = (total - context) // period_in * period_in
-        if emit_to - emitted < max(period_in, rate):  # wait for at least ~1 s of new input
-            continue
-        yield _resample_piece(buffer, buffer_start, emitted, emit_to, emit_to + context,
-                              rate, target_rate, period_in, period_out, context)
-        emitted = emit_to
-        keep_from = emitted - context if emitted >= context else 0
-        buffer = buffer[keep_from - buffer_start:]
-        buffer_start = keep_from
-    final = total * target_rate // rate
-    first = emitted // period_in * period_out
-    if final > first:
-        yield _resample_piece(buffer, buffer_start, emitted, None, total, rate, target_rate,
-                              period_in, period_out, context)
-
-
-def _resample_piece(buffer: np.ndarray, buffer_start: int, emit_from: int, emit_to: Optional[int],
-                    segment_end: int, rate: int, target_rate: int, period_in: int, period_out: int,
-                    context: int) -> np.ndarray:
-    seg_start = max(0, emit_from - context)
-    segment = buffer[seg_start - buffer_start: segment_end - buffer_start]
-    out = resample(segment, rate, target_rate, exact=False)  # windows promise no reference equality
-    first = (emit_from - seg_start) // period_in * period_out
-    last = len(out) if emit_to is None else (emit_to - seg_start) // period_in * period_out
-    return np.ascontiguousarray(out[first:last], dtype=np.float32)
+        out = resampler.push(block)
+        if len(out):
+            yield out
+    out = resampler.finish()
+    if len(out):
+        yield out
 
 
 def read_blocks(path: Union[str, os.PathLike], target_rate: int, *,

@@ -1,8 +1,8 @@
 """Every path that departs from the plain network's arithmetic for speed, against the plain
 network on the differential signal set (tests/signals.py: tones, chords, sweeps, clicks,
 near-silence, clipping...), at the parity tolerance (1e-4 on probabilities, 1e-3 on
-embeddings): the CPU fast path of each CNN architecture, each of its convolution methods, the
-resampler's fast mode against its exact one, ONNX export, and CUDA ``fp32``."""
+embeddings): the CPU fast path of each CNN architecture, each of its convolution methods, ONNX
+export, and CUDA ``fp32``."""
 
 from __future__ import annotations
 
@@ -75,21 +75,6 @@ def test_each_conv_method_on_the_signal_set(method, plain, monkeypatch):
     fast = optimize(model)
     assert {c.method for b in fast.blocks for c in b.convs} == {method}
     assert_close(outputs(fast, signals), want, f"Cnn10, every conv by {method}")
-
-
-@pytest.mark.parametrize("rate", [16000, 22050, 44100, 48000])
-def test_the_fast_resampler_against_the_exact_one(rate):
-    """The polyphase resampler (long, windowed inputs, which promise no equality with the
-    reference) against resampy's own loop (the default), in samples: float32 rounding apart.
-    The default itself is tested end to end in tests/test_differential.py."""
-    from panns_infer.audio import resample
-
-    signals = named_signals(rate, SECONDS * rate)
-    exact = {n: resample(x, rate, 32000) for n, x in signals.items()}
-    quick = {n: resample(x, rate, 32000, exact=False) for n, x in signals.items()}
-    for name in signals:
-        assert exact[name].shape == quick[name].shape
-        assert float(np.abs(exact[name] - quick[name]).max()) <= 2e-6, name
 
 
 def test_onnx_export_on_the_signal_set(plain, fixture_checkpoint, tmp_path):

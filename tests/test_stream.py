@@ -95,9 +95,8 @@ def test_stream_resampler_equals_whole_resampling_for_any_chunking(rate):
         r = StreamResampler(rate, RATE)
         parts = [r.push(x[i:i + size]) for i in range(0, len(x), size)] + [r.finish()]
         outs.append(np.concatenate(parts))
-    assert len(outs[0]) == len(whole)
-    np.testing.assert_allclose(outs[0], whole, atol=1e-6)
-    assert all(np.array_equal(outs[0], o) for o in outs[1:])  # pieces are cut at fixed positions
+    for out in outs:  # resampy over the whole signal, bit for bit, however it was cut
+        np.testing.assert_array_equal(out, whole)
 
 
 def test_parse_raw_formats_and_errors():
