@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--max-lag", type=float, metavar="SECONDS",
                       help="when the model falls this far behind a live source, skip to the newest audio and "
                            "report the skipped span (default: never skip, slow the writer down; 5 s for mic)")
+    live.add_argument("--stream-mode", choices=("exact", "windows"), default="exact",
+                      help="exact (default): framewise rows and tags final after the network's receptive field "
+                           "(1.6 s for Cnn14_DecisionLevelMax) plus --hop, equal to the whole recording's; "
+                           "windows: the latest --window every --hop")
     live.add_argument("--idle-timeout", type=float, metavar="SECONDS",
                       help="end the stream after this long without data (default: 10 for a file, none for "
                            "standard input and mic)")
