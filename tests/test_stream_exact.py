@@ -184,3 +184,36 @@ def test_ctrl_c_inside_the_network_loses_no_rows(plain_tagger, monkeypatch):
     rows = np.concatenate([u.framewise for u in seen])
     offline = tagger.framewise(x).probabilities
     assert seen[-1].final and rows.shape == offline.shape and np.abs(rows - offline).max() <= TOLERANCE
+
+
+@requires_fixtures
+@pytest.mark.slow
+def test_memory_is_flat_over_an_hour(plain_tagger, monkeypatch):
+    import tracemalloc
+
+    tagger = plain_tagger("Cnn14_DecisionLevelMax")
+    engine = tagger._engine
+    rows = torch.from_numpy(np.random.default_rng(0).random((64, 527)).astype(np.float32))
+
+    def stand_in(chunks):  # a stand-in network: the streaming machinery is what is measured
+        out = []
+        for c in chunks:
+            end = c.keep_to if c.keep_to is not None else (len(c.samples) // 320 + 1) // 32
+            index = (np.arange(c.keep_from, end) + c.start // 10240) % 64
+            out.append({"segmentwise_output": rows[index][None]})
+        return out
+
+    monkeypatch.setattr(engine, "chunk_steps", stand_in)
+    second = np.zeros(RATE, dtype=np.float32)
+    tracemalloc.start()
+    try:
+        sizes, count, frames = {}, 0, 0
+        for u in tagger.stream((second for _ in range(3600)), window=10.0, hop=1.0, events={"threshold": 0.9}):
+            count += 1
+            frames += len(u.framewise)
+            if count in (600, 3500):
+                sizes[count] = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert count >= 3700 and frames == 3600 * 100 + 1
+    assert sizes[3500] - sizes[600] < 2_000_000, sizes   # bytes: no growth with the stream's length
