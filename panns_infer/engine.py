@@ -285,7 +285,8 @@ class Engine:
         return result, end
 
     def chunk_steps(self, chunks: Sequence[Chunk]) -> list[dict[str, torch.Tensor]]:
-        """The kept steps ``(1, S, D)`` of each chunk (:meth:`PannsModel.step_outputs`), on the CPU.
+        """The kept steps ``(1, S, D)`` of each chunk (:meth:`PannsModel.step_outputs`), on the
+        engine's device (where the network's head pools them).
 
         Chunks of one length run in one forward pass; a last chunk is padded as the whole
         input would be at its end.
@@ -296,7 +297,7 @@ class Engine:
                 tensor = torch.from_numpy(np.stack([self._padded(chunk) for chunk in group])).to(self.device)
                 steps = scope.run(self.runner.step_outputs, tensor)
                 for row, chunk in enumerate(group):
-                    out.append({k: v[row:row + 1, chunk.keep_from:chunk.keep_to].cpu() for k, v in steps.items()})
+                    out.append({k: v[row:row + 1, chunk.keep_from:chunk.keep_to] for k, v in steps.items()})
                 del steps, tensor
         return out
 

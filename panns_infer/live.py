@@ -1,7 +1,8 @@
 """Driving a live stream: from a source to :class:`~panns_infer.stream.StreamUpdate` objects.
 
 :func:`live_updates` picks the source's reader (:mod:`panns_infer.stream_sources`), resamples
-to the model's rate, feeds a :class:`~panns_infer.stream.LiveRun`, and handles what live
+to the model's rate, feeds a run (:class:`~panns_infer.stream_exact.ExactRun` in exact chunks,
+or :class:`~panns_infer.stream.LiveRun` with windows), and handles what live
 sources bring: a stall (``idle_timeout``), a model that falls behind (``max_lag``: the run ends,
 the skipped span is reported, a new run starts on the newest audio), a failing source and
 Ctrl-C (every complete hop and a final update first, then the error).

@@ -197,7 +197,7 @@ class ExactRun:
         """The chunk's framewise rows: each segment held for its frames; at the end, the rows of
         the recording's last frames (which repeat its last segment, as offline)."""
         first = self._frames_out
-        segments = steps["segmentwise_output"][0].numpy()
+        segments = steps["segmentwise_output"][0].cpu().numpy()
         if not last:
             rows = np.repeat(segments, self.fps, axis=0)
         else:
