@@ -33,7 +33,7 @@ import torch
 from .models import PannsModel
 from .models.blocks import GlobalPool
 
-__all__ = ["ChunkPlan", "Chunk", "iter_chunks", "StepAssembler"]
+__all__ = ["ChunkPlan", "Chunk", "iter_chunks", "ChunkCutter", "StepAssembler"]
 
 
 @dataclass(frozen=True)
@@ -97,24 +97,91 @@ def iter_chunks(blocks: Iterable[np.ndarray], plan: ChunkPlan) -> Iterator[Chunk
     Only the samples a pending chunk needs are kept. An input no longer than one chunk is one
     chunk, the whole input; an empty stream gives none.
     """
-    step, core, margin = plan.step, plan.core, plan.margin
-    buffer = np.zeros(0, dtype=np.float32)
-    buffer_start = 0
-    kept = 0  # the next step to produce starts at this sample
+    cutter = ChunkCutter(plan)
     for block in blocks:
-        buffer = np.concatenate([buffer, np.asarray(block, dtype=np.float32)])
-        # a chunk is interior only if the recording goes on past its right margin
-        while buffer_start + len(buffer) > kept + core + margin:
+        yield from cutter.push(block)
+    yield from cutter.finish()
+
+
+class ChunkCutter:
+    """:func:`iter_chunks` as pushed samples arrive: each chunk as soon as the samples its kept
+    steps need are there (a live stream's steps become final then).
+
+    A chunk keeping the steps of ``[kept, kept + core)`` is interior, cut without the end
+    padding, once ``kept + core + margin`` samples have arrived: its kept steps read no sample
+    beyond, so whatever follows cannot change them (with no margin, one sample past them is
+    awaited, so that a last chunk always remains). When the recording ends, :meth:`finish`
+    gives the last chunk, the rest of the recording with ``margin`` of context before it, cut
+    where the network's end padding applies.
+
+    >>> cutter = ChunkCutter(ChunkPlan(step=10, core=30, margin=10))
+    >>> [(c.start, len(c.samples)) for c in cutter.push(np.zeros(39, np.float32))]
+    []
+    >>> [(c.start, len(c.samples), c.keep_from, c.keep_to) for c in cutter.push(np.zeros(1, np.float32))]
+    [(0, 40, 0, 3)]
+    >>> [(c.start, len(c.samples), c.keep_from, c.keep_to, c.last) for c in cutter.finish()]
+    [(20, 20, 1, None, True)]
+    """
+
+    def __init__(self, plan: ChunkPlan) -> None:
+        self.plan = plan
+        self._buffer = np.zeros(0, dtype=np.float32)
+        self._buffer_start = 0
+        self._pieces: list[np.ndarray] = []  # pushed, not yet joined to the buffer
+        self._received = 0
+        self.kept = 0  # the next step to produce starts at this sample
+        self._finished = False
+
+    @property
+    def received(self) -> int:
+        """Samples pushed so far."""
+        return self._received
+
+    @property
+    def next_due(self) -> int:
+        """The number of samples received at which the next interior chunk is cut."""
+        return self.kept + self.plan.core + max(self.plan.margin, 1)
+
+    def push(self, block: np.ndarray) -> list[Chunk]:
+        """Add samples; return the chunks whose kept steps became final."""
+        if self._finished:
+            raise ValueError("this ChunkCutter has finished")
+        if len(block):
+            self._pieces.append(np.asarray(block, dtype=np.float32))
+            self._received += len(block)
+        out: list[Chunk] = []
+        if self._received < self.next_due:
+            return out
+        self._join()
+        step, core, margin = self.plan.step, self.plan.core, self.plan.margin
+        while self._received >= self.next_due:
+            kept = self.kept
             start = max(0, kept - margin)
-            yield Chunk(start, buffer[start - buffer_start:kept + core + margin - buffer_start].copy(),
-                        (kept - start) // step, (kept - start + core) // step, False)
-            kept += core
-            drop = max(0, kept - margin) - buffer_start
-            buffer, buffer_start = buffer[drop:], buffer_start + drop
-    end = buffer_start + len(buffer)
-    if end > kept:
-        start = max(0, kept - margin)
-        yield Chunk(start, buffer[start - buffer_start:].copy(), (kept - start) // step, None, True)
+            out.append(Chunk(start, self._slice(start, kept + core + margin),
+                             (kept - start) // step, (kept - start + core) // step, False))
+            self.kept = kept + core
+            drop = max(0, self.kept - margin) - self._buffer_start
+            self._buffer, self._buffer_start = self._buffer[drop:], self._buffer_start + drop
+        return out
+
+    def finish(self) -> list[Chunk]:
+        """The recording ended: the last chunk (none if every sample's steps were given)."""
+        if self._finished:
+            return []
+        self._finished = True
+        self._join()
+        if self._received <= self.kept:
+            return []
+        start = max(0, self.kept - self.plan.margin)
+        return [Chunk(start, self._slice(start, self._received), (self.kept - start) // self.plan.step, None, True)]
+
+    def _join(self) -> None:
+        if self._pieces:
+            self._buffer = np.concatenate([self._buffer, *self._pieces])
+            self._pieces = []
+
+    def _slice(self, start: int, end: int) -> np.ndarray:
+        return self._buffer[start - self._buffer_start:end - self._buffer_start].copy()
 
 
 class StepAssembler:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .audio import Clip, probe_file
-from .chunks import ChunkPlan, StepAssembler, iter_chunks
+from .chunks import Chunk, ChunkPlan, StepAssembler, iter_chunks
 from .errors import InvalidArgumentError
 from .frontend import SpectrogramMethod, check_spectrogram
 from .models import PannsModel
@@ -269,19 +269,14 @@ class Engine:
             blocks = [item.samples]
         assembler = StepAssembler(self.runner, outputs)
         end = 0
-        with torch.inference_mode(), precision_scope(self.device, self.precision) as scope:
-            for group in _equal_length_groups(iter_chunks(blocks, self.plan), self.chunks_per_pass):
-                batch = np.stack([self._padded(chunk) for chunk in group])
-                tensor = torch.from_numpy(batch).to(self.device)
-                steps = scope.run(self.runner.step_outputs, tensor)
-                for row, chunk in enumerate(group):
-                    assembler.add({k: v[row:row + 1, chunk.keep_from:chunk.keep_to] for k, v in steps.items()})
-                    end = chunk.start + len(chunk.samples)
-                del steps, tensor
-                if isinstance(item, LongFile):
-                    _trim_heap()
-                if progress:
-                    progress(end)
+        for group in _equal_length_groups(iter_chunks(blocks, self.plan), self.chunks_per_pass):
+            for chunk, steps in zip(group, self.chunk_steps(group)):
+                assembler.add(steps)
+                end = chunk.start + len(chunk.samples)
+            if isinstance(item, LongFile):
+                _trim_heap()
+            if progress:
+                progress(end)
         if not end:
             return None, 0
         result: dict = assembler.finish()
@@ -289,7 +284,24 @@ class Engine:
             result["num_frames"] = self.model.frontend_config.frames(end)
         return result, end
 
-    def _padded(self, chunk) -> np.ndarray:
+    def chunk_steps(self, chunks: Sequence[Chunk]) -> list[dict[str, torch.Tensor]]:
+        """The kept steps ``(1, S, D)`` of each chunk (:meth:`PannsModel.step_outputs`), on the
+        engine's device (where the network's head pools them).
+
+        Chunks of one length run in one forward pass; a last chunk is padded as the whole
+        input would be at its end.
+        """
+        out: list[dict[str, torch.Tensor]] = []
+        with torch.inference_mode(), precision_scope(self.device, self.precision) as scope:
+            for group in _equal_length_groups(chunks, len(chunks)):
+                tensor = torch.from_numpy(np.stack([self._padded(chunk) for chunk in group])).to(self.device)
+                steps = scope.run(self.runner.step_outputs, tensor)
+                for row, chunk in enumerate(group):
+                    out.append({k: v[row:row + 1, chunk.keep_from:chunk.keep_to] for k, v in steps.items()})
+                del steps, tensor
+        return out
+
+    def _padded(self, chunk: Chunk) -> np.ndarray:
         """A chunk's samples, zero-padded where the recording ends as the whole input would be."""
         if not chunk.last:
             return chunk.samples

@@ -1,7 +1,8 @@
 """Driving a live stream: from a source to :class:`~panns_infer.stream.StreamUpdate` objects.
 
 :func:`live_updates` picks the source's reader (:mod:`panns_infer.stream_sources`), resamples
-to the model's rate, feeds a :class:`~panns_infer.stream.LiveRun`, and handles what live
+to the model's rate, feeds a run (:class:`~panns_infer.stream_exact.ExactRun` in exact chunks,
+or :class:`~panns_infer.stream.LiveRun` with windows), and handles what live
 sources bring: a stall (``idle_timeout``), a model that falls behind (``max_lag``: the run ends,
 the skipped span is reported, a new run starts on the newest audio), a failing source and
 Ctrl-C (every complete hop and a final update first, then the error).
@@ -13,7 +14,7 @@ import io
 import logging
 import os
 import threading
-from typing import Any, Generator, Iterator, Optional, Sequence
+from typing import Any, Generator, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
@@ -21,22 +22,29 @@ from .engine import Engine
 from .errors import InvalidArgumentError, InvalidAudioError
 from .online_events import EventTracker
 from .stream import LivePlan, LiveRun, StreamResampler, StreamUpdate, plan_live
+from .stream_exact import ExactLivePlan, ExactRun, plan_exact_live
 
-__all__ = ["live_updates"]
+__all__ = ["live_updates", "LIVE_MODES"]
+
+LIVE_MODES = ("exact", "windows")
+"""How a live stream runs the network: exact chunks (final rows equal to the whole
+recording's), or the latest window every hop."""
 
 log = logging.getLogger("panns_infer")
 
 
 def live_updates(engine: Engine, class_names: Sequence[str], source: Any, *, sample_rate: Optional[int] = None,
-                 raw: Optional[str] = None, window: float = 10.0, hop: float = 1.0, top_k: int = 10,
+                 raw: Optional[str] = None, window: Optional[float] = 10.0, hop: float = 1.0, top_k: int = 10,
                  embeddings: bool = False, events: Optional[dict] = None, max_lag: Optional[float] = None,
-                 idle_timeout: Optional[float] = None, poll: float = 0.1) -> Generator[StreamUpdate, None, None]:
+                 idle_timeout: Optional[float] = None, poll: float = 0.1,
+                 mode: str = "exact") -> Generator[StreamUpdate, None, None]:
     """The updates of a stream (what :meth:`AudioTagger.stream <panns_infer.AudioTagger.stream>` yields).
 
     ``source`` is an iterable of 1-D chunks (at ``sample_rate``), a binary file object
     (encoded audio, or raw PCM when ``raw`` is given), a path (followed while it grows) or
     the string ``"mic"`` (the default input device). See :meth:`AudioTagger.stream` for the
-    options.
+    options; ``mode`` is ``"exact"`` (:class:`~panns_infer.stream_exact.ExactRun`) or
+    ``"windows"`` (:class:`~panns_infer.stream.LiveRun`).
 
     When the source ends (or stalls for ``idle_timeout`` seconds, or Ctrl-C arrives, or the
     source fails), the last updates are yielded (``final=True``): the last partial hop's
@@ -45,7 +53,17 @@ def live_updates(engine: Engine, class_names: Sequence[str], source: Any, *, sam
     """
     from .stream_sources import Pump, TailFile, chunk_blocks, encoded_blocks, microphone_blocks, parse_raw, raw_blocks
 
-    plan = plan_live(engine, window=window, hop=hop)
+    plan: Union[LivePlan, ExactLivePlan]
+    if mode == "exact":
+        plan = plan_exact_live(engine, window=window, hop=hop)
+        window_samples = plan.chunks.core + 2 * plan.chunks.margin
+    elif mode == "windows":
+        if window is None:
+            raise InvalidArgumentError("mode='windows' needs a window length in seconds, got window=None")
+        plan = plan_live(engine, window=window, hop=hop)
+        window_samples = plan.window
+    else:
+        raise InvalidArgumentError(f"mode must be one of {LIVE_MODES}, got {mode!r}")
     if events is not None and not engine.model.has_framewise:
         raise InvalidArgumentError(f"{engine.model.arch} has no framewise output, so no events: use a sound event "
                                    "detection checkpoint (Cnn14_DecisionLevelMax, Cnn14_DecisionLevelAtt)")
@@ -66,7 +84,7 @@ def live_updates(engine: Engine, class_names: Sequence[str], source: Any, *, sam
         blocks = microphone_blocks(rate=rate, stop=stop)
         live = True
         if max_lag is None:
-            max_lag = max(5.0, 2 * plan.window / engine.model.sample_rate)  # a microphone cannot wait
+            max_lag = max(5.0, 2 * window_samples / engine.model.sample_rate)  # a microphone cannot wait
     elif isinstance(source, (str, os.PathLike)):
         tail = TailFile(source, poll=poll, idle_timeout=idle_timeout)
         blocks = raw_blocks(tail.read, fmt) if fmt else encoded_blocks(io.BufferedReader(tail))
@@ -86,8 +104,7 @@ def live_updates(engine: Engine, class_names: Sequence[str], source: Any, *, sam
         blocks = chunk_blocks(source, engine.model.sample_rate if sample_rate is None else sample_rate)
         live = False
     driver = _Driver(engine, class_names, plan, top_k=top_k, embeddings=embeddings, events=events)
-    log.debug("live stream: reading %s (window %d samples, hop %d samples)", type(source).__name__, plan.window,
-              plan.hop)
+    log.debug("live stream: reading %s (%s, %s)", type(source).__name__, mode, plan)
     pump = Pump(blocks, max_lag=max_lag) if live else None
     try:
         yield from driver.run(blocks if pump is None else pump, idle_timeout)
@@ -130,14 +147,16 @@ def _unlocked(stream: Any) -> Any:
 
 
 class _Driver:
-    """Feeds blocks to :class:`LiveRun` (through a resampler), restarting the run after a skip."""
+    """Feeds blocks to a run (:class:`ExactRun` or :class:`LiveRun`, by the plan) through a
+    resampler, restarting the run after a skip."""
 
-    def __init__(self, engine: Engine, class_names: Sequence[str], plan: LivePlan, **options: Any) -> None:
+    def __init__(self, engine: Engine, class_names: Sequence[str], plan: Union[LivePlan, ExactLivePlan],
+                 **options: Any) -> None:
         self.engine, self.names, self.plan, self.options = engine, class_names, plan, options
         self.target = engine.model.sample_rate
         self.rate: Optional[int] = None
         self.position = 0  # source samples consumed or skipped
-        self.run_obj: Optional[LiveRun] = None
+        self.run_obj: Optional[Union[LiveRun, ExactRun]] = None
         self.resampler: Optional[StreamResampler] = None
 
     def _start(self, rate: int) -> None:
@@ -145,8 +164,11 @@ class _Driver:
 
         self.rate = _check_rate(rate, "the stream's sample rate")
         self.resampler = StreamResampler(self.rate, self.target)
-        self.run_obj = LiveRun(self.engine, self.names, self.plan, offset=round(self.position / self.rate, 6),
-                               **self.options)
+        offset = round(self.position / self.rate, 6)
+        if isinstance(self.plan, ExactLivePlan):
+            self.run_obj = ExactRun(self.engine, self.names, self.plan, offset=offset, **self.options)
+        else:
+            self.run_obj = LiveRun(self.engine, self.names, self.plan, offset=offset, **self.options)
 
     def _feed(self, rate: int, block: np.ndarray) -> list[StreamUpdate]:
         if self.run_obj is None:

@@ -1,4 +1,6 @@
-"""Live audio: tags, framewise rows and events of a stream, equal to the offline results.
+"""Live audio as windows (``mode="windows"``): tags, framewise rows and events of a stream,
+equal to the windowed offline results; the update record and the stream resampler, shared
+with the exact mode (:mod:`panns_infer.stream_exact`, the default).
 
 :class:`LiveRun` takes samples at the model's rate in chunks of any size and, every ``hop``
 of input, runs the network on the latest window:
@@ -54,7 +56,8 @@ class StreamUpdate:
 
     Attributes:
         start: start of the window tagged, in seconds of stream time.
-        end: end of the window tagged (the stream position of this update).
+        end: end of the window tagged: the stream position of this update (windows), the end
+            of the rows that became final (exact chunks; the stream's end in the final update).
         tags: the window's tags (``None`` in an update that only flushes rows and events).
         embedding: the window's embedding, when asked for (clip-level checkpoints).
         framewise: frame rows ``(frames, classes)`` that became final (decision-level

@@ -357,10 +357,12 @@ class AudioTagger:
         return results[0] if single else results
 
     def stream(self, source: Any, *, sample_rate: Optional[int] = None, raw: Optional[str] = None,
-               window: float = 10.0, hop: float = 1.0, top_k: int = 10, embeddings: bool = False,
+               window: Optional[float] = 10.0, hop: float = 1.0, top_k: int = 10, embeddings: bool = False,
                events: Union[bool, dict, None] = None, max_lag: Optional[float] = None,
-               idle_timeout: Optional[float] = None, poll: float = 0.1) -> Generator["StreamUpdate", None, None]:
-        """Tag live audio: every ``hop`` seconds of input, the tags of the latest window.
+               idle_timeout: Optional[float] = None, poll: float = 0.1,
+               mode: str = "exact") -> Generator["StreamUpdate", None, None]:
+        """Tag live audio: every ``hop`` seconds of input, the framewise rows and tags that became
+        final (``mode="exact"``), or the tags of the latest window (``mode="windows"``).
 
         Args:
             source: an iterable of 1-D chunks of any sizes (arrays or tensors, at
@@ -370,9 +372,13 @@ class AudioTagger:
             sample_rate: the rate of array chunks (default: :attr:`sample_rate`).
             raw: the format of headerless PCM bytes, ``"FORMAT:RATE[:CHANNELS]"`` (e.g.
                 ``"s16le:32000"``; see :func:`panns_infer.stream_sources.parse_raw`).
-            window: seconds tagged per update (before a whole window exists: everything so far).
-            hop: seconds of input between updates; for decision-level checkpoints rounded down
-                to whole 0.32 s segments, so the windows are those :meth:`framewise` uses.
+            window: seconds tagged per update. Exact: the final steps of the last ``window``
+                seconds, pooled as the network pools (``None``: every step since the start, the
+                running clip result). Windows: the latest window run through the network
+                (before a whole window exists: everything so far).
+            hop: seconds of input between updates, rounded down to whole steps of the network
+                (0.32 s for Cnn14; windows: for decision-level checkpoints only, so the
+                windows are those :meth:`framewise` uses).
             top_k: labels kept in each update's tags.
             embeddings: add each window's embedding (clip-level checkpoints).
             events: ``True`` or a dict of :meth:`Framewise.events` options (``threshold``,
@@ -384,12 +390,19 @@ class AudioTagger:
                 or two windows for ``"mic"``): never skip; the reader waits, slowing the writer.
             idle_timeout: end the stream after this many seconds without data (``None``: wait).
             poll: seconds between checks of a growing file.
+            mode: ``"exact"`` (default): the network runs on the newest ``hop`` with the
+                receptive-field margin of real audio on each side (1.6 s for the decision-level
+                Cnn14s; :mod:`panns_infer.stream_exact`), so rows are final ``margin + hop``
+                after their audio arrived and equal the whole recording's. ``"windows"``: the
+                network runs on the latest ``window`` every ``hop``.
 
         Yields:
-            :class:`~panns_infer.stream.StreamUpdate` objects. Each update's tags equal
-            :meth:`tag` of its ``[start, end)`` slice; framewise rows, once final, and events
-            equal those of :meth:`framewise` on the whole recording with
-            ``AudioTagger(..., window=window, hop=hop, whole_up_to=0)``.
+            :class:`~panns_infer.stream.StreamUpdate` objects. Exact: the rows of all updates,
+            concatenated, equal :meth:`framewise` of the whole recording, the events its
+            events, and with ``window=None`` the final update's tags its :meth:`tag`.
+            Windows: each update's tags equal :meth:`tag` of its ``[start, end)`` slice;
+            framewise rows, once final, and events equal those of :meth:`framewise` on the
+            whole recording with ``AudioTagger(..., window=window, hop=hop, whole_up_to=0)``.
 
         >>> sed = AudioTagger("Cnn14_DecisionLevelMax")                        # doctest: +SKIP
         >>> for u in sed.stream(chunks, sample_rate=48000, events=True):        # doctest: +SKIP
@@ -403,7 +416,7 @@ class AudioTagger:
         options = {} if events is True else None if events in (None, False) else dict(events)  # type: ignore[arg-type]
         return live_updates(self._engine, self.labels, source, sample_rate=sample_rate, raw=raw, window=window,
                             hop=hop, top_k=top_k, embeddings=embeddings, events=options, max_lag=max_lag,
-                            idle_timeout=idle_timeout, poll=poll)
+                            idle_timeout=idle_timeout, poll=poll, mode=mode)
 
     def log_mel(self, x: Any, *, sample_rate: Optional[int] = None) -> np.ndarray:
         """The log-mel spectrogram (dB, before the network's normalisation) of one clip,

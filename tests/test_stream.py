@@ -145,7 +145,7 @@ def _summary(updates):
 
 @requires_fixtures
 def test_each_window_tags_equal_tag_of_that_slice(cnn6, wave):
-    updates = list(cnn6.stream(_chunks(wave, 5000), window=2.0, hop=0.5, top_k=3))
+    updates = list(cnn6.stream(_chunks(wave, 5000), window=2.0, hop=0.5, top_k=3, mode="windows"))
     ends = [u.end for u in updates]
     assert ends == [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, round(len(wave) / RATE, 6)]
     assert [u.start for u in updates[:4]] == [0.0] * 4 and updates[4].start == 0.5  # prefixes, then windows
@@ -172,7 +172,7 @@ def test_results_do_not_depend_on_chunking(cnn6, wave):
 @requires_fixtures
 def test_framewise_rows_and_events_equal_offline(sed, wave):
     options = {"threshold": 0.6, "offset_threshold": 0.45, "min_gap": 0.35, "min_duration": 0.2}
-    updates = list(sed.stream(_chunks(wave, 7000), window=1.28, hop=0.64, events=options))
+    updates = list(sed.stream(_chunks(wave, 7000), window=1.28, hop=0.64, events=options, mode="windows"))
     offline = sed.framewise(wave)
     rows = np.concatenate([u.framewise for u in updates])
     assert [u.first_frame for u in updates] == list(np.cumsum([0] + [len(u.framewise) for u in updates[:-1]]))
@@ -225,7 +225,8 @@ def test_a_stalled_pipe_ends_cleanly_with_every_complete_hop(cnn6, wave):
     try:
         with os.fdopen(read_fd, "rb") as reader:
             start = time.monotonic()
-            updates = list(cnn6.stream(reader, raw="s16le:32000", window=0.5, hop=0.25, idle_timeout=0.5))
+            updates = list(cnn6.stream(reader, raw="s16le:32000", window=0.5, hop=0.25, idle_timeout=0.5,
+                                        mode="windows"))
             assert time.monotonic() - start < 60
     finally:
         os.close(write_fd)
@@ -276,7 +277,7 @@ def test_a_slow_model_skips_to_the_newest_audio_and_reports_it(cnn6, wave, monke
     thread = threading.Thread(target=writer)
     thread.start()
     with os.fdopen(read_fd, "rb") as reader:
-        updates = list(cnn6.stream(reader, raw="s16le:32000", window=1.0, hop=0.25, max_lag=1.0))
+        updates = list(cnn6.stream(reader, raw="s16le:32000", window=1.0, hop=0.25, max_lag=1.0, mode="windows"))
     thread.join()
     skips = [u.skipped for u in updates if u.skipped is not None]
     assert skips, "the model could not keep up, so audio must have been skipped"
@@ -296,7 +297,7 @@ def test_ctrl_c_ends_cleanly_with_the_results_so_far(sed, wave):
 
     seen = []
     with pytest.raises(KeyboardInterrupt):
-        for u in sed.stream(source(), window=1.28, hop=0.64, events={"threshold": 0.5}):
+        for u in sed.stream(source(), window=1.28, hop=0.64, events={"threshold": 0.5}, mode="windows"):
             seen.append(u)
     assert seen[-1].final and seen[-1].end == 3.0
     rows = np.concatenate([u.framewise for u in seen])
@@ -320,7 +321,7 @@ def test_ctrl_c_inside_the_model_still_gives_offline_rows(sed, wave, monkeypatch
     monkeypatch.setattr(engine, "forward", interrupted_once)
     seen = []
     with pytest.raises(KeyboardInterrupt):
-        for u in sed.stream([wave[:RATE * 3]], window=1.28, hop=0.64):
+        for u in sed.stream([wave[:RATE * 3]], window=1.28, hop=0.64, mode="windows"):
             seen.append(u)
     monkeypatch.setattr(engine, "forward", real)
     rows = np.concatenate([u.framewise for u in seen])
@@ -350,11 +351,12 @@ def test_microphone_through_a_fake_input_device(cnn6, wave, monkeypatch):
             return False
 
     monkeypatch.setitem(sys.modules, "sounddevice", types.SimpleNamespace(InputStream=FakeInputStream))
-    gen = cnn6.stream("mic", window=1.0, hop=0.5)
-    updates = [next(gen) for _ in range(4)]
-    gen.close()
-    expected = list(cnn6.stream([pcm], window=1.0, hop=0.5))[:4]
-    assert _summary(updates) == _summary(expected)
+    for mode, count in (("exact", 3), ("windows", 4)):  # the updates before the end (the device never ends)
+        gen = cnn6.stream("mic", window=1.0, hop=0.5, mode=mode)
+        updates = [next(gen) for _ in range(count)]
+        gen.close()
+        expected = list(cnn6.stream([pcm], window=1.0, hop=0.5, mode=mode))[:count]
+        assert _summary(updates) == _summary(expected)
 
 
 @requires_fixtures
@@ -383,7 +385,8 @@ def test_memory_is_flat_over_an_hour(sed, monkeypatch):
     second = np.zeros(RATE, dtype=np.float32)
     tracemalloc.start()
     try:
-        gen = sed.stream((second for _ in range(3600)), window=10.0, hop=1.0, events={"threshold": 0.9})
+        gen = sed.stream((second for _ in range(3600)), window=10.0, hop=1.0, events={"threshold": 0.9},
+                         mode="windows")
         sizes = {}
         count = 0
         for _ in gen:
@@ -412,7 +415,8 @@ def test_cli_refuses_stream_options_out_of_place():
 
     for argv in (["--raw", "s16le:32000", "a.wav"], ["--stream", "-", "a.wav"], ["--stream", "-", "-o", "x.jsonl"],
                  ["--stream", "-", "--raw", "s24:32000"], ["--stream", "-", "--format", "csv"],
-                 ["--stream", "-", "--hop", "0"]):
+                 ["--stream", "-", "--hop", "0"], ["--stream-mode", "windows", "a.wav"],
+                 ["--stream", "-", "--stream-mode", "chunks"]):
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 2
@@ -441,25 +445,38 @@ def test_ffmpeg_pipe_into_cli_equals_offline(fixture_checkpoint, labels_csv, sed
     import shutil
     import subprocess
 
+    from panns_infer import AudioTagger
+
     if shutil.which("ffmpeg") is None:
         pytest.skip("ffmpeg is not installed (Debian: apt-get install ffmpeg)")
     src = FIXTURES / "audio" / "r9_speech_bell_7s.mp3"
     decode = ["ffmpeg", "-loglevel", "error", "-i", str(src), "-f", "s16le", "-ac", "1", "-ar", "32000", "-"]
     pcm = np.frombuffer(subprocess.run(decode, capture_output=True, check=True).stdout, dtype=np.int16)
+    exact = AudioTagger(fixture_checkpoint("Cnn14_DecisionLevelMax", name="Cnn14_DecisionLevelMax.pth"),
+                        labels=labels_csv, device="cpu")
     ckpt = fixture_checkpoint("Cnn14_DecisionLevelMax", name="Cnn14_DecisionLevelMax.pth")
-    cmd = " ".join(decode) + f" | {sys.executable} -m panns_infer.cli --stream - --raw s16le:32000 -c {ckpt} " \
-        f"--labels {labels_csv} --events --threshold 0.5 --format jsonl --window 1.28 --hop 0.64 -k 5"
-    out = subprocess.run(cmd, shell=True, capture_output=True, env=dict(os.environ, PYTHONPATH=ROOT),
-                         timeout=900)
-    assert out.returncode == 0, out.stderr.decode()
-    lines = [json.loads(line) for line in out.stdout.decode().splitlines()]
-    windows = [r for r in lines if r["type"] == "window"]
-    events = [r for r in lines if r["type"] == "event"]
     x = pcm.astype(np.float32) / 32768
-    assert windows[-1]["end"] == round(len(x) / RATE, 6)
-    for w in windows:
-        ref = sed.tag(x[int(round(w["start"] * RATE)):int(round(w["end"] * RATE))], top_k=5)
-        assert w["labels"] == ref.labels and np.allclose(w["scores"], ref.scores, atol=1e-6)
-    offline = sed.framewise(x).events(threshold=0.5)
-    assert sorted((e["onset"], e["label"], e["offset"]) for e in events) == \
-        sorted((e.onset, e.label, e.offset) for e in offline)
+    for mode in ("exact", "windows"):
+        cmd = " ".join(decode) + f" | {sys.executable} -m panns_infer.cli --stream - --raw s16le:32000 -c {ckpt} " \
+            f"--labels {labels_csv} --events --threshold 0.5 --format jsonl --window 1.28 --hop 0.64 -k 5 " \
+            f"--stream-mode {mode}"
+        out = subprocess.run(cmd, shell=True, capture_output=True, env=dict(os.environ, PYTHONPATH=ROOT),
+                             timeout=900)
+        assert out.returncode == 0, out.stderr.decode()
+        lines = [json.loads(line) for line in out.stdout.decode().splitlines()]
+        windows = [r for r in lines if r["type"] == "window"]
+        events = [r for r in lines if r["type"] == "event"]
+        assert windows[-1]["end"] == round(len(x) / RATE, 6)
+        if mode == "windows":
+            for w in windows:
+                ref = sed.tag(x[int(round(w["start"] * RATE)):int(round(w["end"] * RATE))], top_k=5)
+                assert w["labels"] == ref.labels and np.allclose(w["scores"], ref.scores, atol=1e-6)
+            offline = sed.framewise(x)
+        else:  # the exact stream's events are those of the whole recording
+            offline = exact.framewise(x)
+            rows = offline.probabilities
+            for w in windows:  # each line's tags: the max over the window's final rows
+                a, b = int(round(w["start"] * 100)), int(round(w["end"] * 100)) + (1 if w.get("final") else 0)
+                assert np.allclose(w["scores"], np.sort(rows[a:b].max(axis=0))[::-1][:5], atol=1e-5)
+        assert sorted((e["onset"], e["label"], e["offset"]) for e in events) == \
+            sorted((e.onset, e.label, e.offset) for e in offline.events(threshold=0.5))

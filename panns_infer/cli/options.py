@@ -67,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="print sound events instead of tags (decision-level checkpoints, or any with --segment)")
     sed.add_argument("--segment", type=float, help="tag consecutive segments of this many seconds (timeline)")
     sed.add_argument("--hop", type=float, help="seconds between timeline segments (default: segment / 2); with "
-                     "--stream, seconds of input between updates (default: 1; rounded down to 0.32 s segments "
-                     "for decision-level checkpoints)")
+                     "--stream, seconds of input between updates (default: 1; rounded down to whole steps of the "
+                     "network, 0.32 s for Cnn14)")
     sed.add_argument("--threshold", type=float, default=0.5, help="event onset threshold (default: 0.5)")
     sed.add_argument("--offset-threshold", type=float, help="hysteresis: events last while p >= this")
     sed.add_argument("--min-duration", type=float, default=0.0, help="drop events shorter than this (s)")
@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--max-lag", type=float, metavar="SECONDS",
                       help="when the model falls this far behind a live source, skip to the newest audio and "
                            "report the skipped span (default: never skip, slow the writer down; 5 s for mic)")
+    live.add_argument("--stream-mode", choices=("exact", "windows"), default="exact",
+                      help="exact (default): framewise rows and tags final after the network's receptive field "
+                           "(1.6 s for Cnn14_DecisionLevelMax) plus --hop, equal to the whole recording's; "
+                           "windows: the latest --window every --hop")
     live.add_argument("--idle-timeout", type=float, metavar="SECONDS",
                       help="end the stream after this long without data (default: 10 for a file, none for "
                            "standard input and mic)")

@@ -1,13 +1,17 @@
 """``panns-tag --stream SOURCE``: live tags and events as lines flushed per hop; ``panns-tag -``:
 one whole file from standard input.
 
+By default (``--stream-mode exact``) each line's tags pool the steps that became final, of the
+last ``--window`` seconds, and events are found on final rows that equal the whole
+recording's; ``--stream-mode windows`` tags the latest window every hop.
+
     ffmpeg -i rtsp://camera/stream -f s16le -ac 1 -ar 32000 - \\
       | panns-tag --stream - --raw s16le:32000 --checkpoint Cnn14_DecisionLevelMax --events --format jsonl
     panns-tag --stream recording.wav --idle-timeout 30      # a file still being written
     panns-tag --stream mic --hop 0.5                        # needs panns-infer[mic]
     cat recording.wav | panns-tag -
 
-With ``--format jsonl`` (or ``json``) each window is one JSON line ``{"type": "window",
+With ``--format jsonl`` (or ``json``) each update is one JSON line ``{"type": "window",
 "start", "end", "labels", "scores"}`` (``--full`` adds ``probabilities``), each closed event
 ``{"type": "event", "onset", "offset", "label", "score"}``, each span skipped because the
 model fell behind (``--max-lag``) ``{"type": "skip", "start", "end"}``. Times are seconds of
@@ -41,8 +45,8 @@ _PATH_IDLE_TIMEOUT = 10.0  # a followed file that stops growing for this long ha
 def check_stream_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """Refuse option combinations that make no sense with ``--stream`` (before anything loads)."""
     if args.stream is None:
-        if args.raw or args.max_lag is not None or args.idle_timeout is not None:
-            parser.error("--raw, --max-lag and --idle-timeout go with --stream SOURCE")
+        if args.raw or args.max_lag is not None or args.idle_timeout is not None or args.stream_mode != "exact":
+            parser.error("--raw, --max-lag, --idle-timeout and --stream-mode go with --stream SOURCE")
         return
     if args.files:
         parser.error("--stream reads one live source: drop the INPUT files")
@@ -111,7 +115,8 @@ def stream_main(tagger: "AudioTagger", args: argparse.Namespace) -> int:
                   "min_gap": args.min_gap, "median_filter": args.median_filter}
     window = args.window if args.window and args.window > 0 else DEFAULT_STREAM_WINDOW
     gen = tagger.stream(source, raw=args.raw, window=window, hop=args.hop or DEFAULT_STREAM_HOP,
-                        top_k=args.top_k, events=events, max_lag=args.max_lag, idle_timeout=idle)
+                        top_k=args.top_k, events=events, max_lag=args.max_lag, idle_timeout=idle,
+                        mode=args.stream_mode)
     emit = _printer(args)
     try:
         for update in gen:
