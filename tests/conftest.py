@@ -42,12 +42,17 @@ def loopback_server():
 # --- parity fixtures from ../shared -------------------------------------------------------
 
 import json  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+# PANNS_INFER_FIXTURES names the fixtures folder when the tests run from a copy of the
+# checkout that is not beside ../shared (tools/mutation.py runs them from such a copy).
+FIXTURES = Path(
+    os.environ.get("PANNS_INFER_FIXTURES") or Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+).resolve()
 HAVE_FIXTURES = (FIXTURES / "make_checkpoint.py").is_file()
 requires_fixtures = pytest.mark.skipif(
     not HAVE_FIXTURES,

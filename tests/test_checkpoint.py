@@ -6,6 +6,7 @@ import io
 import json
 import os
 import pickle
+import random
 import zipfile
 
 import numpy as np
@@ -144,7 +145,11 @@ def test_code_in_a_pickle_never_runs(tmp_path, monkeypatch):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("content", [b"", b"\x00" * 10, os.urandom(4096), b"PK\x03\x04 not really a zip"])
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"\x00" * 10, random.Random(7).randbytes(4096), b"PK\x03\x04 not really a zip"],
+    ids=["empty", "zeros", "random-bytes", "zip-magic-only"],  # stable ids: test selection by node id
+)
 def test_garbage_files_are_checkpoint_errors(tmp_path, content):
     path = tmp_path / "bad.pth"
     path.write_bytes(content)
