@@ -283,3 +283,76 @@ def test_unpickling_allowlist_is_exactly_numpys_array_reconstruction():
         "numpy.core.multiarray._reconstruct", "numpy.core.multiarray.scalar",
         "numpy.ndarray", "numpy.dtype",
     } | expected_dtypes
+
+
+# --- what the errors say: the part of a message a user acts on ---------------------------
+
+_SAY_WHAT_TO_PASS = ("not a PyTorch checkpoint: pass a .pth file saved by torch.save (a state dict), a "
+                     "registry name (see panns_infer.list_models()) or an http(s) URL")
+_TEXT = "a text file (JSON, HTML or XML), e.g. an error page saved instead of the file"
+
+
+@pytest.mark.parametrize("head, what", [
+    (len(b'{"w":{}}').to_bytes(8, "little") + b'{"w":{}}', "a safetensors file"),
+    (b'  \n{"error": "Not Found"}', _TEXT),
+    (b'\t[1, 2, 3]', _TEXT),
+    (b'<?xml version="1.0"?><Error/>', _TEXT),
+    (b'\r\n<!doctype html><title>404</title>', _TEXT),
+], ids=["safetensors-header", "json-after-whitespace", "json-array", "xml", "lowercase-doctype"])
+def test_other_formats_are_named_whatever_the_file_is_called(tmp_path, head, what):
+    path = tmp_path / "weights.pth"
+    path.write_bytes(head)
+    with pytest.raises(CheckpointError) as info:
+        load_model(path)
+    assert str(info.value) == f"{str(path)!r} is {what}, {_SAY_WHAT_TO_PASS}"
+
+
+def test_a_file_of_other_bytes_is_reported_as_unreadable_not_as_another_format(tmp_path):
+    path = tmp_path / "weights.pth"
+    path.write_bytes(b"\x01" * 8 + b"{x" + b"\x00" * 30)  # no magic, no JSON after 8 bytes
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint") as info:
+        load_model(path)
+    assert "download it again" in str(info.value)
+
+
+@pytest.mark.parametrize("data, opcode", [(b"\x80\x02\x82\x01.", 130), (b"\x80\x02P1\n.", 80)],
+                         ids=["EXT1", "PERSID"])
+def test_an_unsupported_pickle_opcode_is_named(tmp_path, data, opcode):
+    path = tmp_path / "odd.pth"
+    path.write_bytes(data)
+    with pytest.raises(CheckpointError) as info:
+        load_model(path)
+    assert not isinstance(info.value, UnsafeCheckpointError)
+    assert f"not a readable PyTorch checkpoint (Unsupported operand {opcode}); it may be truncated" in str(info.value)
+
+
+def test_unpickling_detail_picks_the_informative_line():
+    from panns_infer.checkpoint import _unpickling_detail
+
+    text = "Weights only load failed.\n\n  Please file an issue\nUnsupported operand 130\nmore"
+    assert _unpickling_detail(text) == "Unsupported operand 130"
+    assert _unpickling_detail("first\nTrying to load unsupported GLOBAL os.system") == \
+        "Trying to load unsupported GLOBAL os.system"
+    assert _unpickling_detail("\n  " + "x" * 300 + "\nsecond") == "x" * 200
+    assert _unpickling_detail("  \n ") == "unpickling failed"
+
+
+def test_first_line_of_an_error_names_its_type():
+    from panns_infer.checkpoint import _first_line
+
+    assert _first_line(RuntimeError("  storage too small\ndetails")) == "RuntimeError: storage too small"
+    assert _first_line(EOFError()) == "EOFError"
+    assert _first_line(ValueError("y" * 300)) == "ValueError: " + "y" * 200
+
+
+@requires_fixtures
+def test_verify_checkpoint_file_accepts_its_architecture_only(cnn6_state, tmp_path):
+    from panns_infer.checkpoint import verify_checkpoint_file
+
+    path = tmp_path / "download.part"
+    torch.save(cnn6_state, path)
+    verify_checkpoint_file(path, arch="Cnn6")
+    with pytest.raises(ArchitectureError, match="does not match architecture Cnn10"):
+        verify_checkpoint_file(path, arch="Cnn10")
+    with pytest.raises(CheckpointNotFoundError):
+        verify_checkpoint_file(tmp_path / "absent.pth", arch="Cnn6")
