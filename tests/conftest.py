@@ -7,6 +7,18 @@ import pytest
 from http_server import LoopbackServer
 
 
+def pytest_configure(config):
+    """With PANNS_INFER_TEST_SESSIONS set (tools/mutation.py), each test session keeps its
+    temporary files in that folder under its own process id, so that a sweeper can delete the
+    folders of ended sessions (mutmut ends sessions without pytest's own clean-up)."""
+    import os
+
+    sessions = os.environ.get("PANNS_INFER_TEST_SESSIONS")
+    if sessions and not config.option.basetemp:
+        os.makedirs(sessions, exist_ok=True)
+        config.option.basetemp = os.path.join(sessions, f"session-{os.getpid()}")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Point PANNS_INFER_CACHE at a fresh folder and clear the offline and mirror variables,

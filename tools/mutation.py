@@ -30,6 +30,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -156,9 +157,36 @@ def run(group: str, children: int, *, fresh: bool, mutants: list[str]) -> None:
     env = dict(os.environ, PANNS_INFER_FIXTURES=str(fixtures_folder()), OMP_NUM_THREADS="1",
                PANNS_INFER_TEST_CHECKPOINTS=str(checkpoint_store()),
                MKL_NUM_THREADS="1", PYTHONPATH="")
+    # mutmut ends each test session with os._exit, so pytest never removes its temporary
+    # folders (fixture checkpoints of hundreds of MB each): each session gets its own, and
+    # those of ended sessions are swept.
+    temp = work / "sessions"
+    temp.mkdir(exist_ok=True)
+    env["PANNS_INFER_TEST_SESSIONS"] = str(temp)
+    done = threading.Event()
+    sweeper = threading.Thread(target=_sweep, args=(temp, done), daemon=True)
+    sweeper.start()
     print(f"== {group}: mutating {', '.join(GROUPS[group][0])}", flush=True)
     scope = mutants or ([] if GROUPS[group][2] == ["*"] else GROUPS[group][2])
-    subprocess.run(["mutmut", "run", "--max-children", str(children), *scope], cwd=work, env=env, check=False)
+    try:
+        subprocess.run(["mutmut", "run", "--max-children", str(children), *scope], cwd=work, env=env, check=False)
+    finally:
+        done.set()
+        sweeper.join()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _sweep(temp: Path, done: threading.Event) -> None:
+    """Every 10 s until ``done``, remove the folders ``session-PID`` under ``temp`` of test
+    sessions that have ended (tests/conftest.py names them so)."""
+    while not done.wait(10.0):
+        for folder in temp.glob("session-*"):
+            try:
+                os.kill(int(folder.name.split("-", 1)[1]), 0)
+            except ProcessLookupError:
+                shutil.rmtree(folder, ignore_errors=True)
+            except (OSError, ValueError):
+                continue
 
 
 def results(group: str) -> dict[str, str]:
