@@ -356,3 +356,64 @@ def test_verify_checkpoint_file_accepts_its_architecture_only(cnn6_state, tmp_pa
         verify_checkpoint_file(path, arch="Cnn10")
     with pytest.raises(CheckpointNotFoundError):
         verify_checkpoint_file(tmp_path / "absent.pth", arch="Cnn6")
+
+
+@requires_fixtures
+def test_a_mismatched_state_dict_is_described_key_by_key(cnn6_state):
+    state = dict(cnn6_state)
+    for key in ["conv_block1.conv1.weight", "conv_block1.bn1.weight", "conv_block1.bn1.bias",
+                "conv_block1.bn1.running_mean"]:
+        del state[key]
+    state.update({"extra.weight": torch.zeros(3), "fc1.bias": torch.zeros(7),
+                  "fc_audioset.bias": torch.zeros(527, dtype=torch.int64)})
+    with pytest.raises(ArchitectureError) as info:
+        load_model(state, arch="Cnn6")
+    assert str(info.value) == (
+        "the state dict does not match architecture Cnn6: 4 missing key(s), e.g. ['conv_block1.conv1.weight', "
+        "'conv_block1.bn1.weight', 'conv_block1.bn1.bias']; 1 unexpected key(s), e.g. ['extra.weight']; "
+        "1 wrong shape(s), e.g. ['fc1.bias (7,) (expected (512,))']; 1 wrong dtype(s), e.g. "
+        "['fc_audioset.bias torch.int64 (expected torch.float32)'].")
+    with pytest.raises(ArchitectureError) as info:
+        load_model(cnn6_state, arch="Cnn10")
+    assert str(info.value).startswith("the state dict does not match architecture Cnn10: ")
+    assert str(info.value).endswith(". The file looks like Cnn6.")
+
+
+@pytest.mark.parametrize("tensor, what", [
+    (lambda: torch.zeros(3, dtype=torch.bool), "bool"),
+    (lambda: torch.zeros(3, dtype=torch.complex64), "complex64"),
+    (lambda: torch.zeros(3).to_sparse(), "sparse_coo"),
+    (lambda: torch.nested.nested_tensor([torch.zeros(2), torch.zeros(3)]), "nested"),
+], ids=["bool", "complex", "sparse", "nested"])
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors")
+def test_tensors_that_cannot_be_weights_are_named_with_their_kind(tmp_path, tensor, what):
+    path = tmp_path / "odd.pth"
+    torch.save({"fc1.weight": torch.zeros(2), "fc1.bias": tensor()}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_model(path)
+    assert str(info.value) == (f"{str(path)!r}: tensors that cannot be weights: fc1.bias ({what}); a checkpoint "
+                               "holds dense real-valued tensors, as model.state_dict() gives them")
+
+
+@requires_fixtures
+@pytest.mark.parametrize("change", ["no block 6", "fc1 narrower input", "fc1 of another width"])
+def test_a_cnn14_like_state_that_is_no_released_shape_is_not_guessed(change):
+    state = dict(_meta_state("Cnn14"))
+    if change == "no block 6":
+        state = {k: v for k, v in state.items() if not k.startswith("conv_block6.")}
+    elif change == "fc1 narrower input":
+        state["fc1.weight"] = torch.empty(2048, 1024, device="meta")
+    else:
+        state["fc1.weight"] = torch.empty(1024, 2048, device="meta")
+    with pytest.raises(ArchitectureError, match="matches no supported architecture"):
+        detect_architecture(state)
+
+
+def test_an_unknown_state_dict_is_described_by_its_first_keys():
+    state = {f"layer{i}.weight": torch.zeros(1) for i in range(8)}
+    with pytest.raises(ArchitectureError) as info:
+        detect_architecture(state)
+    assert str(info.value) == (
+        "the state dict (8 keys, starting layer0.weight, layer1.weight, layer2.weight, layer3.weight, "
+        "layer4.weight, layer5.weight) matches no supported architecture. "
+        f"Supported: {', '.join(list_architectures())}. If it is one of them, pass arch=.")
