@@ -146,6 +146,7 @@ pytest_add_cli_args_test_selection = {toml_list(tests)}
 pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x", "-o", "addopts=", "-o", "tmp_path_retention_policy=none"]
 process_isolation = "forkserver"
 use_git_change_detection = false
+timeout_multiplier = 4.0
 """
     with open(work / "pyproject.toml", "a", encoding="utf-8") as handle:
         handle.write(section)
