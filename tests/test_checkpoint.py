@@ -417,3 +417,48 @@ def test_an_unknown_state_dict_is_described_by_its_first_keys():
         "the state dict (8 keys, starting layer0.weight, layer1.weight, layer2.weight, layer3.weight, "
         "layer4.weight, layer5.weight) matches no supported architecture. "
         f"Supported: {', '.join(list_architectures())}. If it is one of them, pass arch=.")
+
+
+def test_what_a_file_holds_instead_of_a_state_dict_is_said(tmp_path):
+    path = tmp_path / "list.pth"
+    torch.save([1, 2, 3], path)
+    with pytest.raises(CheckpointError) as info:
+        load_model(path)
+    assert str(info.value) == (f"{str(path)!r} holds list, not a state dict: expected {{'model': state_dict}} "
+                               "or a bare state dict of tensors")
+
+
+def test_entries_that_are_not_tensors_are_listed_up_to_five():
+    state = {f"w{i}": i for i in range(7)}
+    with pytest.raises(CheckpointError) as info:
+        load_model(state)
+    assert str(info.value) == "state dict: entries that are not named tensors: ['w0', 'w1', 'w2', 'w3', 'w4']"
+
+
+def test_tensors_that_cannot_be_weights_are_listed_up_to_five():
+    state = {f"w{i}": torch.zeros(2, dtype=torch.bool) for i in range(7)}
+    with pytest.raises(CheckpointError) as info:
+        load_model(state)
+    assert str(info.value).startswith("state dict: tensors that cannot be weights: w0 (bool), w1 (bool), "
+                                      "w2 (bool), w3 (bool), w4 (bool); a checkpoint")
+
+
+def test_non_finite_weights_are_listed_up_to_three():
+    state = {f"w{i}": torch.tensor([1.0, float("nan") if i % 2 else float("inf")]) for i in range(5)}
+    with pytest.raises(CheckpointError) as info:
+        load_model(state)
+    assert str(info.value) == ("state dict holds NaN or infinite values in 5 tensor(s), e.g. w0, w1, w2; the file "
+                               "is corrupt: download it again, or re-export it from a model whose weights are finite")
+
+
+@requires_fixtures
+def test_reduced_precision_weights_are_converted_and_named(cnn6_state, caplog):
+    import logging
+
+    state = {k: (v.half() if k.startswith("fc") else v.bfloat16()) if v.is_floating_point() else v
+             for k, v in cnn6_state.items()}
+    with caplog.at_level(logging.WARNING, logger="panns_infer"):
+        model = load_model(state)
+    assert model.arch == "Cnn6" and all(p.dtype == torch.float32 for p in model.parameters())
+    assert caplog.messages == ["state dict holds torch.bfloat16/torch.float16 weights; converting them to float32 "
+                               "(outputs will differ from the float32 original by the rounding already in the file)"]
