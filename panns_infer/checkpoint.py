@@ -241,8 +241,7 @@ def _other_format(path: Path) -> Optional[str]:
     known = _EXTENSIONS.get(path.suffix.lower())
     if known:
         return known
-    stripped = head.lstrip()
-    if stripped[:1] in (b"{", b"[", b"<") or stripped[:9].lower().startswith(b"<!doctype"):
+    if head.lstrip()[:1] in (b"{", b"[", b"<"):  # JSON, or markup: <!DOCTYPE, <html>, <?xml
         return "a text file (JSON, HTML or XML), e.g. an error page saved instead of the file"
     return None
 

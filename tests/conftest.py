@@ -7,6 +7,18 @@ import pytest
 from http_server import LoopbackServer
 
 
+def pytest_configure(config):
+    """With PANNS_INFER_TEST_SESSIONS set (tools/mutation.py), each test session keeps its
+    temporary files in that folder under its own process id, so that a sweeper can delete the
+    folders of ended sessions (mutmut ends sessions without pytest's own clean-up)."""
+    import os
+
+    sessions = os.environ.get("PANNS_INFER_TEST_SESSIONS")
+    if sessions and not config.option.basetemp:
+        os.makedirs(sessions, exist_ok=True)
+        config.option.basetemp = os.path.join(sessions, f"session-{os.getpid()}")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Point PANNS_INFER_CACHE at a fresh folder and clear the offline and mirror variables,
@@ -42,12 +54,18 @@ def loopback_server():
 # --- parity fixtures from ../shared -------------------------------------------------------
 
 import json  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+# PANNS_INFER_FIXTURES names the fixtures folder when the tests run from a copy of the
+# checkout that is not beside ../shared (tools/mutation.py runs them from such a copy).
+FIXTURES = Path(
+    os.environ.get("PANNS_INFER_FIXTURES") or Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+).resolve()
 HAVE_FIXTURES = (FIXTURES / "make_checkpoint.py").is_file()
 requires_fixtures = pytest.mark.skipif(
     not HAVE_FIXTURES,
@@ -82,6 +100,28 @@ def labels_csv() -> Path:
     return FIXTURES / "class_labels_indices.csv"
 
 
+def _save_checkpoint(arch: str, layout: str, path: Path) -> None:
+    mc = make_checkpoint_module()
+    _, state = mc.build_state_dict(arch)
+    mc.save(state, path, layout)
+
+
+def _checkpoint_store(arch: str, layout: str):
+    """The built checkpoint in PANNS_INFER_TEST_CHECKPOINTS, building it there first; ``None``
+    when that variable is unset. The checkpoints are deterministic, so runs that start many
+    test sessions (tools/mutation.py) build each one once instead of once per session."""
+    store = os.environ.get("PANNS_INFER_TEST_CHECKPOINTS")
+    if not store:
+        return None
+    path = Path(store) / f"{arch}_{layout}.pth"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        _save_checkpoint(arch, layout, partial)
+        os.replace(partial, path)  # whole files only, also when two sessions build at once
+    return path
+
+
 @pytest.fixture(scope="session")
 def fixture_checkpoint(tmp_path_factory):
     """``fixture_checkpoint(arch, layout="zenodo", name=None) -> Path``: a deterministic
@@ -92,10 +132,12 @@ def fixture_checkpoint(tmp_path_factory):
     def build(arch: str, layout: str = "zenodo", name: str = None) -> Path:
         key = (arch, layout, name)
         if key not in built:
-            mc = make_checkpoint_module()
-            _, state = mc.build_state_dict(arch)
             path = folder / (name or f"{arch}_{layout}.pth")
-            mc.save(state, path, layout)
+            cached = _checkpoint_store(arch, layout)
+            if cached is not None:
+                shutil.copyfile(cached, path)  # a copy: a test may overwrite its file
+            else:
+                _save_checkpoint(arch, layout, path)
             built[key] = path
         return built[key]
 

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import pickle
+import random
 import zipfile
 
 import numpy as np
@@ -144,7 +145,11 @@ def test_code_in_a_pickle_never_runs(tmp_path, monkeypatch):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("content", [b"", b"\x00" * 10, os.urandom(4096), b"PK\x03\x04 not really a zip"])
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"\x00" * 10, random.Random(7).randbytes(4096), b"PK\x03\x04 not really a zip"],
+    ids=["empty", "zeros", "random-bytes", "zip-magic-only"],  # stable ids: test selection by node id
+)
 def test_garbage_files_are_checkpoint_errors(tmp_path, content):
     path = tmp_path / "bad.pth"
     path.write_bytes(content)
@@ -278,3 +283,182 @@ def test_unpickling_allowlist_is_exactly_numpys_array_reconstruction():
         "numpy.core.multiarray._reconstruct", "numpy.core.multiarray.scalar",
         "numpy.ndarray", "numpy.dtype",
     } | expected_dtypes
+
+
+# --- what the errors say: the part of a message a user acts on ---------------------------
+
+_SAY_WHAT_TO_PASS = ("not a PyTorch checkpoint: pass a .pth file saved by torch.save (a state dict), a "
+                     "registry name (see panns_infer.list_models()) or an http(s) URL")
+_TEXT = "a text file (JSON, HTML or XML), e.g. an error page saved instead of the file"
+
+
+@pytest.mark.parametrize("head, what", [
+    (len(b'{"w":{}}').to_bytes(8, "little") + b'{"w":{}}', "a safetensors file"),
+    (b'  \n{"error": "Not Found"}', _TEXT),
+    (b'\t[1, 2, 3]', _TEXT),
+    (b'<?xml version="1.0"?><Error/>', _TEXT),
+    (b'\r\n<!doctype html><title>404</title>', _TEXT),
+], ids=["safetensors-header", "json-after-whitespace", "json-array", "xml", "lowercase-doctype"])
+def test_other_formats_are_named_whatever_the_file_is_called(tmp_path, head, what):
+    path = tmp_path / "weights.pth"
+    path.write_bytes(head)
+    with pytest.raises(CheckpointError) as info:
+        load_model(path)
+    assert str(info.value) == f"{str(path)!r} is {what}, {_SAY_WHAT_TO_PASS}"
+
+
+def test_a_file_of_other_bytes_is_reported_as_unreadable_not_as_another_format(tmp_path):
+    path = tmp_path / "weights.pth"
+    path.write_bytes(b"\x01" * 8 + b"{x" + b"\x00" * 30)  # no magic, no JSON after 8 bytes
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint") as info:
+        load_model(path)
+    assert "download it again" in str(info.value)
+
+
+@pytest.mark.parametrize("data, opcode", [(b"\x80\x02\x82\x01.", 130), (b"\x80\x02P1\n.", 80)],
+                         ids=["EXT1", "PERSID"])
+def test_an_unsupported_pickle_opcode_is_named(tmp_path, data, opcode):
+    path = tmp_path / "odd.pth"
+    path.write_bytes(data)
+    with pytest.raises(CheckpointError) as info:
+        load_model(path)
+    assert not isinstance(info.value, UnsafeCheckpointError)
+    assert f"not a readable PyTorch checkpoint (Unsupported operand {opcode}); it may be truncated" in str(info.value)
+
+
+def test_unpickling_detail_picks_the_informative_line():
+    from panns_infer.checkpoint import _unpickling_detail
+
+    text = "Weights only load failed.\n\n  Please file an issue\nUnsupported operand 130\nmore"
+    assert _unpickling_detail(text) == "Unsupported operand 130"
+    assert _unpickling_detail("first\nTrying to load unsupported GLOBAL os.system") == \
+        "Trying to load unsupported GLOBAL os.system"
+    assert _unpickling_detail("\n  " + "x" * 300 + "\nsecond") == "x" * 200
+    assert _unpickling_detail("  \n ") == "unpickling failed"
+
+
+def test_first_line_of_an_error_names_its_type():
+    from panns_infer.checkpoint import _first_line
+
+    assert _first_line(RuntimeError("  storage too small\ndetails")) == "RuntimeError: storage too small"
+    assert _first_line(EOFError()) == "EOFError"
+    assert _first_line(ValueError("y" * 300)) == "ValueError: " + "y" * 200
+
+
+@requires_fixtures
+def test_verify_checkpoint_file_accepts_its_architecture_only(cnn6_state, tmp_path):
+    from panns_infer.checkpoint import verify_checkpoint_file
+
+    path = tmp_path / "download.part"
+    torch.save(cnn6_state, path)
+    verify_checkpoint_file(path, arch="Cnn6")
+    with pytest.raises(ArchitectureError, match="does not match architecture Cnn10"):
+        verify_checkpoint_file(path, arch="Cnn10")
+    with pytest.raises(CheckpointNotFoundError):
+        verify_checkpoint_file(tmp_path / "absent.pth", arch="Cnn6")
+
+
+@requires_fixtures
+def test_a_mismatched_state_dict_is_described_key_by_key(cnn6_state):
+    state = dict(cnn6_state)
+    for key in ["conv_block1.conv1.weight", "conv_block1.bn1.weight", "conv_block1.bn1.bias",
+                "conv_block1.bn1.running_mean"]:
+        del state[key]
+    state.update({"extra.weight": torch.zeros(3), "fc1.bias": torch.zeros(7),
+                  "fc_audioset.bias": torch.zeros(527, dtype=torch.int64)})
+    with pytest.raises(ArchitectureError) as info:
+        load_model(state, arch="Cnn6")
+    assert str(info.value) == (
+        "the state dict does not match architecture Cnn6: 4 missing key(s), e.g. ['conv_block1.conv1.weight', "
+        "'conv_block1.bn1.weight', 'conv_block1.bn1.bias']; 1 unexpected key(s), e.g. ['extra.weight']; "
+        "1 wrong shape(s), e.g. ['fc1.bias (7,) (expected (512,))']; 1 wrong dtype(s), e.g. "
+        "['fc_audioset.bias torch.int64 (expected torch.float32)'].")
+    with pytest.raises(ArchitectureError) as info:
+        load_model(cnn6_state, arch="Cnn10")
+    assert str(info.value).startswith("the state dict does not match architecture Cnn10: ")
+    assert str(info.value).endswith(". The file looks like Cnn6.")
+
+
+@pytest.mark.parametrize("tensor, what", [
+    (lambda: torch.zeros(3, dtype=torch.bool), "bool"),
+    (lambda: torch.zeros(3, dtype=torch.complex64), "complex64"),
+    (lambda: torch.zeros(3).to_sparse(), "sparse_coo"),
+    (lambda: torch.nested.nested_tensor([torch.zeros(2), torch.zeros(3)]), "nested"),
+], ids=["bool", "complex", "sparse", "nested"])
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors")
+def test_tensors_that_cannot_be_weights_are_named_with_their_kind(tmp_path, tensor, what):
+    path = tmp_path / "odd.pth"
+    torch.save({"fc1.weight": torch.zeros(2), "fc1.bias": tensor()}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_model(path)
+    assert str(info.value) == (f"{str(path)!r}: tensors that cannot be weights: fc1.bias ({what}); a checkpoint "
+                               "holds dense real-valued tensors, as model.state_dict() gives them")
+
+
+@requires_fixtures
+@pytest.mark.parametrize("change", ["no block 6", "fc1 narrower input", "fc1 of another width"])
+def test_a_cnn14_like_state_that_is_no_released_shape_is_not_guessed(change):
+    state = dict(_meta_state("Cnn14"))
+    if change == "no block 6":
+        state = {k: v for k, v in state.items() if not k.startswith("conv_block6.")}
+    elif change == "fc1 narrower input":
+        state["fc1.weight"] = torch.empty(2048, 1024, device="meta")
+    else:
+        state["fc1.weight"] = torch.empty(1024, 2048, device="meta")
+    with pytest.raises(ArchitectureError, match="matches no supported architecture"):
+        detect_architecture(state)
+
+
+def test_an_unknown_state_dict_is_described_by_its_first_keys():
+    state = {f"layer{i}.weight": torch.zeros(1) for i in range(8)}
+    with pytest.raises(ArchitectureError) as info:
+        detect_architecture(state)
+    assert str(info.value) == (
+        "the state dict (8 keys, starting layer0.weight, layer1.weight, layer2.weight, layer3.weight, "
+        "layer4.weight, layer5.weight) matches no supported architecture. "
+        f"Supported: {', '.join(list_architectures())}. If it is one of them, pass arch=.")
+
+
+def test_what_a_file_holds_instead_of_a_state_dict_is_said(tmp_path):
+    path = tmp_path / "list.pth"
+    torch.save([1, 2, 3], path)
+    with pytest.raises(CheckpointError) as info:
+        load_model(path)
+    assert str(info.value) == (f"{str(path)!r} holds list, not a state dict: expected {{'model': state_dict}} "
+                               "or a bare state dict of tensors")
+
+
+def test_entries_that_are_not_tensors_are_listed_up_to_five():
+    state = {f"w{i}": i for i in range(7)}
+    with pytest.raises(CheckpointError) as info:
+        load_model(state)
+    assert str(info.value) == "state dict: entries that are not named tensors: ['w0', 'w1', 'w2', 'w3', 'w4']"
+
+
+def test_tensors_that_cannot_be_weights_are_listed_up_to_five():
+    state = {f"w{i}": torch.zeros(2, dtype=torch.bool) for i in range(7)}
+    with pytest.raises(CheckpointError) as info:
+        load_model(state)
+    assert str(info.value).startswith("state dict: tensors that cannot be weights: w0 (bool), w1 (bool), "
+                                      "w2 (bool), w3 (bool), w4 (bool); a checkpoint")
+
+
+def test_non_finite_weights_are_listed_up_to_three():
+    state = {f"w{i}": torch.tensor([1.0, float("nan") if i % 2 else float("inf")]) for i in range(5)}
+    with pytest.raises(CheckpointError) as info:
+        load_model(state)
+    assert str(info.value) == ("state dict holds NaN or infinite values in 5 tensor(s), e.g. w0, w1, w2; the file "
+                               "is corrupt: download it again, or re-export it from a model whose weights are finite")
+
+
+@requires_fixtures
+def test_reduced_precision_weights_are_converted_and_named(cnn6_state, caplog):
+    import logging
+
+    state = {k: (v.half() if k.startswith("fc") else v.bfloat16()) if v.is_floating_point() else v
+             for k, v in cnn6_state.items()}
+    with caplog.at_level(logging.WARNING, logger="panns_infer"):
+        model = load_model(state)
+    assert model.arch == "Cnn6" and all(p.dtype == torch.float32 for p in model.parameters())
+    assert caplog.messages == ["state dict holds torch.bfloat16/torch.float16 weights; converting them to float32 "
+                               "(outputs will differ from the float32 original by the rounding already in the file)"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import os
 import unicodedata
 import warnings
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 
 from conftest import requires_fixtures
 from panns_infer import hub, registry
-from panns_infer.checkpoint import load_model
+from panns_infer.checkpoint import load_model, read_state_dict
 from panns_infer.errors import AmbiguousArchitectureWarning, PannsWarning
 from panns_infer.filenames import MAX_NAME_LENGTH, disposition_file_name, safe_file_name, url_file_name
 
@@ -179,3 +180,48 @@ def test_a_decision_level_checkpoint_by_zenodo_url_loads_as_itself(loopback_serv
                              progress=False)
     assert tagger.arch == "Cnn14_DecisionLevelMax"
     assert tagger.checkpoint_path.name == "Cnn14_DecisionLevelMax_mAP=0.385.pth"
+
+
+@requires_fixtures
+def test_a_released_file_named_like_its_twin_loads_as_released_and_says_so(released, dlmax, tmp_path, caplog):
+    path = _renamed(dlmax, tmp_path, "Cnn14_mAP=0.431.pth")
+    with caplog.at_level(logging.WARNING, logger="panns_infer"):
+        assert _quiet_load(path).arch == "Cnn14_DecisionLevelMax"
+    assert caplog.messages == [f"{str(path)!r} is named like Cnn14 but is the released Cnn14_DecisionLevelMax "
+                               "checkpoint (by its checksum); loading it as Cnn14_DecisionLevelMax"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="panns_infer"):
+        assert _quiet_load(dlmax).arch == "Cnn14_DecisionLevelMax"
+    assert "named like" not in caplog.text
+
+
+@requires_fixtures
+def test_a_twin_state_dict_in_memory_is_settled_by_the_name_given(dlmax, caplog):
+    state = read_state_dict(dlmax)
+    assert _quiet_load(state, filename="Cnn14_DecisionLevelMax.pth").arch == "Cnn14_DecisionLevelMax"
+    with pytest.warns(AmbiguousArchitectureWarning) as record, caplog.at_level(logging.WARNING, logger="panns_infer"):
+        assert load_model(state).arch == "Cnn14"
+    said = ("the state dict fits both Cnn14 and Cnn14_DecisionLevelMax (identical keys and shapes), and nothing "
+            "names one: not arch=, not a registry name, not the file's name or checksum. Loading it as Cnn14 "
+            "(clip-level tags; no framewise output). Pass arch='Cnn14' or arch='Cnn14_DecisionLevelMax' (--arch "
+            "on the command line) to choose and silence this warning, or keep the architecture's name in the "
+            "file name.")
+    assert [str(w.message) for w in record] == [said] and caplog.messages == [said]
+
+
+@requires_fixtures
+def test_a_released_file_without_a_published_size_is_hashed_only_when_its_name_does_not_tell(
+        released, dlmax, tmp_path, monkeypatch):
+    monkeypatch.setitem(registry.CHECKPOINTS, "Cnn14_DecisionLevelMax", dataclasses.replace(released, size=None))
+    assert _quiet_load(_renamed(dlmax, tmp_path, "weights.pth")).arch == "Cnn14_DecisionLevelMax"
+    # the name tells, so the file is not hashed: the name decides
+    assert _quiet_load(_renamed(dlmax, tmp_path, "my_cnn14_finetune.pth")).arch == "Cnn14"
+
+
+@requires_fixtures
+def test_only_released_twins_settle_a_twin(dlmax, dlmax_sha256, tmp_path, monkeypatch):
+    """A checksum listed for another architecture does not make a twin file that architecture."""
+    monkeypatch.setitem(registry.CHECKPOINTS, "Cnn10", dataclasses.replace(
+        registry.CHECKPOINTS["Cnn10"], checksum="sha256:" + dlmax_sha256, size=dlmax.stat().st_size))
+    with pytest.warns(AmbiguousArchitectureWarning):
+        assert load_model(_renamed(dlmax, tmp_path, "weights.pth")).arch == "Cnn14"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import FIXTURES
 from http_server import LoopbackServer
 from panns_infer import hub, labels, registry, transport
 from panns_infer.errors import (
@@ -28,7 +29,7 @@ from panns_infer.errors import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
+SHARED_FIXTURES = FIXTURES
 LABELS_CSV = SHARED_FIXTURES / "class_labels_indices.csv"
 
 
