@@ -124,6 +124,14 @@ def _unusable(value: torch.Tensor) -> str:
     return ""
 
 
+def _beyond_storage(value: torch.Tensor) -> bool:
+    """Whether a (dense) tensor's shape and strides reach past the bytes of its storage."""
+    if value.numel() == 0:
+        return False
+    last = value.storage_offset() + sum((n - 1) * step for n, step in zip(value.shape, value.stride()))
+    return (last + 1) * value.element_size() > value.untyped_storage().nbytes()
+
+
 def _refuse_compressed_zip(path: Path, source: str) -> None:
     """torch.save stores its zip entries uncompressed; torch.load would inflate a compressed one
     whole in memory (a 1 MB file can hold 1 GB of zeros), so such a file is refused unread."""
@@ -140,8 +148,12 @@ def _refuse_compressed_zip(path: Path, source: str) -> None:
                               "the weights with torch.save(state_dict, path)")
 
 
-def _unwrap(obj: object, source: str) -> tuple[dict[str, torch.Tensor], bool]:
-    """The state dict inside ``obj`` in float32, and whether it held reduced-precision floats."""
+def _unwrap(obj: object, source: str, *, file_bytes: Optional[int] = None) -> tuple[dict[str, torch.Tensor], bool]:
+    """The state dict inside ``obj`` in float32, and whether it held reduced-precision floats.
+
+    ``file_bytes``, the size of the file ``obj`` was read from, bounds the bytes its tensors'
+    storages may claim (the file stores them uncompressed).
+    """
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         obj = obj["model"]
     if not isinstance(obj, Mapping) or not obj:
@@ -156,6 +168,14 @@ def _unwrap(obj: object, source: str) -> tuple[dict[str, torch.Tensor], bool]:
     if odd:
         raise CheckpointError(f"{source}: tensors that cannot be weights: {', '.join(odd[:5])}; a checkpoint "
                               "holds dense real-valued tensors, as model.state_dict() gives them")
+    short = [k for k, v in obj.items() if _beyond_storage(v)]
+    if not short and file_bytes is not None:
+        storages = {v.untyped_storage().data_ptr(): v.untyped_storage().nbytes() for v in obj.values()}
+        if sum(storages.values()) > file_bytes:
+            short = sorted(obj, key=lambda k: -obj[k].untyped_storage().nbytes())[:1]
+    if short:  # torch 2.6 returns such tensors from a hostile file; reading them reads past the data
+        raise CheckpointError(f"{source}: tensors that declare more values than the file holds: "
+                              f"{', '.join(short[:5])}; it is truncated or corrupt: download it again")
     state = dict(obj)
     if all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
@@ -211,7 +231,7 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
         _refuse_other_formats(path, source)
         raise CheckpointError(f"{source} is not a readable PyTorch checkpoint ({_first_line(exc)}); "
                               "it may be truncated or corrupt: download it again") from None
-    return _unwrap(obj, source)
+    return _unwrap(obj, source, file_bytes=path.stat().st_size)
 
 
 # Files that are often passed where a checkpoint belongs, by their first bytes.
@@ -258,8 +278,10 @@ def _unpickling_detail(text: str) -> str:
     """The informative line of torch's weights-only error (which global, which opcode)."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     for line in lines:
-        if "GLOBAL" in line or line.startswith("Unsupported"):
+        if "GLOBAL" in line:
             return line
+        if "Unsupported" in line:  # torch 2.6 prefixes it with its advice on one line
+            return line[line.index("Unsupported"):]
     return lines[0][:200] if lines else "unpickling failed"
 
 

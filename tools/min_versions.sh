@@ -5,8 +5,9 @@
 #   bash tools/min_versions.sh -x tests   # or any pytest arguments
 #
 # Builds a throwaway virtual environment (VENV, default /tmp/panns-min-versions) with exactly
-# torch==2.6.0 and numpy==1.26.4 (the minimums in setup.cfg) and the other runtime and test
-# dependencies, then runs pytest with this checkout first on the path. It downloads torch from
+# the minimum of every runtime dependency setup.cfg declares (torch==2.6.0, numpy==1.26.4,
+# soundfile, av, resampy, requests, platformdirs, filelock) and the test tools, then runs
+# pytest with this checkout first on the path. It downloads torch from
 # PyPI (several GB with its CUDA libraries on Linux), so it is not part of the default CI run.
 # PYTHON picks the interpreter (default: python3); the minimums were verified with Python 3.11.
 set -euo pipefail
@@ -19,14 +20,17 @@ NUMPY_MIN="1.26.4"
 if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
-"$VENV/bin/pip" install --quiet "torch==$TORCH_MIN" "numpy==$NUMPY_MIN" soundfile resampy requests \
-    platformdirs filelock pytest hypothesis
-"$VENV/bin/python" -c "import torch, numpy; print('torch', torch.__version__, 'numpy', numpy.__version__)"
+"$VENV/bin/pip" install --quiet "torch==$TORCH_MIN" "numpy==$NUMPY_MIN" "soundfile==0.12.1" "av==14.0.0" \
+    "resampy==0.4.0" "requests==2.25.0" "platformdirs==3.0.0" "filelock==3.8.0" pytest hypothesis
+"$VENV/bin/python" -c "import torch, numpy, soundfile, av, resampy, requests, platformdirs, filelock as f
+print('torch', torch.__version__, 'numpy', numpy.__version__, 'soundfile', soundfile.__version__, 'av', av.__version__,
+      'resampy', resampy.__version__, 'requests', requests.__version__, 'platformdirs', platformdirs.__version__,
+      'filelock', f.__version__)"
 
 cd "$ROOT"
 if [ "$#" -eq 0 ]; then
     set -- -q -p no:cacheprovider tests/test_checkpoint.py tests/test_fast.py tests/test_parity.py \
         tests/test_tagger.py tests/test_windows.py tests/test_audio.py tests/test_events.py tests/test_hub.py \
-        tests/test_hostile.py
+        tests/test_hostile.py tests/test_resampling.py tests/test_decoders.py
 fi
 PYTHONPATH="$ROOT" "$VENV/bin/python" -m pytest "$@"
