@@ -286,13 +286,21 @@ def test_a_host_name_that_does_not_resolve_fails_at_once(cache, monkeypatch):
     import socket
 
     import requests
-    from urllib3.exceptions import MaxRetryError, NameResolutionError
+    from urllib3.exceptions import MaxRetryError
 
     calls: list = []
+    failure = socket.gaierror(-2, "Name or service not known")
 
     def unresolvable(self, url, **kwargs):  # what requests raises when getaddrinfo fails
         calls.append(url)
-        cause = NameResolutionError("mirror.example", None, socket.gaierror(-2, "Name or service not known"))
+        try:
+            from urllib3.exceptions import NameResolutionError  # urllib3 2
+            cause: Exception = NameResolutionError("mirror.example", None, failure)
+        except ImportError:  # urllib3 1.26 (older requests): the resolver's error is the cause
+            from urllib3.exceptions import NewConnectionError
+            cause = NewConnectionError(None, "Failed to establish a new connection: [Errno -2] Name or service "
+                                             "not known")
+            cause.__cause__ = failure
         raise requests.ConnectionError(MaxRetryError(None, url, cause))
 
     monkeypatch.setattr(requests.Session, "get", unresolvable)
