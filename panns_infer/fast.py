@@ -167,6 +167,16 @@ def _pad_nhwc(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> 
     return F.pad(x.permute(0, 2, 3, 1), (0, 0, left, right, top, bottom)).contiguous()
 
 
+def _same_patches(x: torch.Tensor, kernel: int) -> torch.Tensor:
+    """The ``(B, H, W, kernel, kernel, C)`` patches of a 'same' convolution over logical NCHW
+    ``x``: a strided view of its zero-padded NHWC copy, taps ordered (kh, kw, c)."""
+    b, c, h, w = x.shape
+    pad = kernel // 2
+    xp = _pad_nhwc(x, pad, pad, pad, pad)
+    sb, sh, sw, _ = xp.stride()
+    return xp.as_strided((b, h, w, kernel, kernel, c), (sb, sh, sw, sh, sw, 1))
+
+
 def conv_gemm(x: torch.Tensor, linear: Linear, kernel: int) -> torch.Tensor:
     """'Same' ``kernel`` x ``kernel`` convolution + ReLU as im2col + matrix products, a few
     time rows at a time so that the patch matrix stays in cache.
@@ -180,10 +190,7 @@ def conv_gemm(x: torch.Tensor, linear: Linear, kernel: int) -> torch.Tensor:
         Logical ``(B, Cout, H, W)`` in channels-last memory format.
     """
     b, c, h, w = x.shape
-    pad = kernel // 2
-    xp = _pad_nhwc(x, pad, pad, pad, pad)
-    sb, sh, sw, _ = xp.stride()
-    patches = xp.as_strided((b, h, w, kernel, kernel, c), (sb, sh, sw, sh, sw, 1))
+    patches = _same_patches(x, kernel)
     out = torch.empty(b, h, w, linear.out_features, dtype=x.dtype)
     rows = max(1, _CHUNK_FLOATS // (w * kernel * kernel * c))  # time rows per chunk
     for i in range(b):
@@ -242,10 +249,7 @@ def conv_gemm_padded(x: torch.Tensor, linear: Linear, kernel: int) -> torch.Tens
         Logical ``(B, Cout, H, W)`` in channels-last memory format.
     """
     b, c, h, w = x.shape
-    pad = kernel // 2
-    xp = _pad_nhwc(x, pad, pad, pad, pad)
-    sb, sh, sw, _ = xp.stride()
-    patches = xp.as_strided((b, h, w, kernel, kernel, c), (sb, sh, sw, sh, sw, 1))
+    patches = _same_patches(x, kernel)
     cout = linear.out_features
     out = torch.empty(b * h, w, cout, dtype=x.dtype)
     if b * h == 1:  # "narrow" would make a single-row product: so does each output bin here
