@@ -414,7 +414,7 @@ def _per_class(value: Any, name: str, names: list[str], index_of: dict[str, int]
     bad = np.flatnonzero(~(np.isfinite(arr) & (arr >= 0) & (arr <= 1)))
     if len(bad):
         raise InvalidArgumentError(
-            f"{name} values must be in [0, 1], got {arr[bad[0]]!r} for class {names[bad[0]]!r}")
+            f"{name} values must be in [0, 1], got {arr[bad[0]].item()!r} for class {names[bad[0]]!r}")
     return arr
 
 
