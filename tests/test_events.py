@@ -246,6 +246,149 @@ def test_event_validation_and_to_dict():
     assert Event("a", 0.5, 1.0, 0.9).to_dict() == {"label": "a", "onset": 0.5, "offset": 1.0, "score": 0.9}
 
 
+def test_zero_length_event_is_valid():
+    assert Event("a", 1.0, 1.0, 0.5).duration == 0.0
+
+
+def test_integer_probabilities_are_compared_as_numbers():
+    # 0/1 integer decisions: the default threshold 0.5 must not be truncated to the integer 0
+    p = np.array([[0], [1], [1], [0]])
+    assert detect_events(p, ["a"], HOP) == [Event("a", 0.01, 0.03, 1.0)]
+
+
+def test_single_frame_input():
+    assert detect_events(column(0.9), ["a"], HOP) == [Event("a", 0.0, 0.01, 0.9)]
+
+
+def test_empty_input_with_a_median_filter():
+    assert detect_events(np.zeros((0, 2)), ["a", "b"], HOP, median_filter=0.05) == []
+
+
+@pytest.mark.parametrize("zero, one", [(0.0, 1.0), ({"a": 0}, {"b": 1}), ([0.0, 0.5], [0.5, 1.0])],
+                         ids=["number", "mapping", "array"])
+def test_thresholds_of_zero_and_one_are_accepted(zero, one):
+    p = np.array([[0.0, 1.0], [0.0, np.nextafter(1.0, 0.0)]])
+    # threshold 0: every frame is active; threshold 1: only a probability of exactly 1
+    assert spans(detect_events(p, ["a", "b"], HOP, threshold=zero, classes="a")) == [("a", 0.0, 0.02)]
+    assert spans(detect_events(p, ["a", "b"], HOP, threshold=one, classes="b")) == [("b", 0.0, 0.01)]
+
+
+def test_offset_threshold_mapping_leaves_the_onset_threshold_alone():
+    # frame 0 (0.4) is above the offset threshold 0.3 but below the onset threshold 0.5
+    p = column(0.4, 0.6, 0.35, 0.1)
+    events = detect_events(p, ["a"], HOP, threshold=0.5, offset_threshold={"a": 0.3})
+    assert spans(events) == [("a", 0.01, 0.03)]
+
+
+def test_hysteresis_run_at_the_end_of_a_class_does_not_reach_into_the_next_class():
+    # "a" stays between the offset and onset thresholds up to its last frame; "b" is active
+    # from its first frame on: "a" holds no event
+    p = np.array([[0.4, 0.9], [0.4, 0.9]])
+    assert detect_events(p, ["a", "b"], HOP, offset_threshold=0.3) == [Event("b", 0.0, 0.02, 0.9)]
+
+
+def test_min_gap_merges_two_events():
+    assert spans(detect_events(column(0.9, 0, 0.9), ["a"], HOP, min_gap=0.015)) == [("a", 0.0, 0.03)]
+
+
+def test_median_filter_pads_the_edges_by_repeating_the_first_and_last_frames():
+    # a 5-frame filter at frame 0 sees 0.9 three times (twice repeated) and 0 twice
+    assert spans(detect_events(column(0.9, 0.9, 0, 0, 0, 0, 0), ["a"], HOP, median_filter=0.05)) == \
+        [("a", 0.0, 0.02)]
+    assert spans(detect_events(column(0, 0, 0, 0, 0, 0.9, 0.9), ["a"], HOP, median_filter=0.05)) == \
+        [("a", 0.05, 0.07)]
+
+
+@pytest.mark.parametrize("frames, classes, median_filter", [(400_001, 2, 0.07), (1_000, 5, 0.03)])
+def test_median_filter_works_on_bounded_blocks_of_classes(frames, classes, median_filter):
+    """At most 4,000,000 window values at a time, each class filtered once."""
+    p = np.zeros((frames, classes), np.float32)
+    p[10:30] = 0.9
+    seen = []
+    real_median = np.median
+
+    def median(windows, **kwargs):
+        seen.append(windows.shape)
+        return real_median(windows, **kwargs)
+
+    with mock.patch.object(np, "median", median):
+        events = detect_events(p, list("abcde")[:classes], HOP, median_filter=median_filter)
+    assert spans(events) == [(name, 0.1, 0.3) for name in "abcde"[:classes]]
+    assert all(np.prod(shape) <= 4_000_000 for shape in seen)
+    assert sum(shape[1] for shape in seen) == classes
+
+EVENT_ERRORS = [
+    (np.zeros(5), ["a"], HOP, {}, "probabilities must be a (frames, classes) array, got shape (5,)"),
+    (np.zeros((3, 1), complex), ["a"], HOP, {}, "probabilities must be real numbers, got dtype complex128"),
+    (np.zeros((3, 1), bool), ["a"], HOP, {}, "probabilities must be real numbers, got dtype bool"),
+    (np.array([[0.1], [np.inf]]), ["a"], HOP, {}, "probabilities contain NaN or infinite values"),
+    (np.zeros((3, 1)), "a", HOP, {}, "class_names must be a sequence of names, got a single string"),
+    (np.zeros((3, 1)), 5, HOP, {}, "class_names must be a sequence of names, got 5"),
+    (np.zeros((3, 2)), ["a"], HOP, {}, "class_names has 1 names but probabilities have 2 columns"),
+    (np.zeros((3, 1)), [1], HOP, {}, "class_names must all be strings"),
+    (np.zeros((3, 1)), ["a"], 0, {}, "frame_hop must be a finite number of seconds > 0, got 0"),
+    (np.zeros((3, 1)), ["a"], "0.01", {}, "frame_hop must be a number of seconds, got '0.01'"),
+    (np.zeros((3, 1)), ["a"], HOP, {"min_duration": -1},
+     "min_duration must be a finite number of seconds >= 0, got -1"),
+    (np.zeros((3, 1)), ["a"], HOP, {"min_gap": float("nan")},
+     "min_gap must be a finite number of seconds >= 0, got nan"),
+    (np.zeros((3, 1)), ["a"], HOP, {"duration": -1.0}, "duration must be a finite number of seconds >= 0, got -1.0"),
+    (np.zeros((3, 1)), ["a"], HOP, {"median_filter": -0.1},
+     "median_filter must be a finite number of seconds >= 0, got -0.1"),
+    (np.zeros((3, 1)), ["a"], HOP, {"threshold": 1.5}, "threshold must be a number in [0, 1], got 1.5"),
+    (np.zeros((3, 1)), ["a"], HOP, {"offset_threshold": 1.5}, "offset_threshold must be a number in [0, 1], got 1.5"),
+    (np.zeros((3, 1)), ["a"], HOP, {"threshold": None},
+     "threshold must be a number, a mapping {class name: number} or one number per class, got None"),
+    (np.zeros((3, 2)), ["a", "b"], HOP, {"threshold": ["x", "y"]},
+     "threshold must be a number, a mapping {class name: number} or one number per class, got ['x', 'y']"),
+    (np.zeros((3, 2)), ["a", "b"], HOP, {"threshold": [0.5, 0.5, 0.5]},
+     "threshold as an array must have one value per class, shape (2,), got shape (3,)"),
+    (np.zeros((3, 2)), ["a", "b"], HOP, {"threshold": [0.5, 2.0]},
+     "threshold values must be in [0, 1], got 2.0 for class 'b'"),
+    (np.zeros((3, 2)), ["a", "b"], HOP, {"offset_threshold": [0.5, None]},
+     "offset_threshold values must be in [0, 1], got nan for class 'b'"),
+    (np.zeros((3, 1)), ["a"], HOP, {"threshold": {"a": 2}}, "threshold['a'] must be a number in [0, 1], got 2"),
+    (np.zeros((3, 1)), ["a"], HOP, {"threshold": {"a": "0.5"}},
+     "threshold['a'] must be a number in [0, 1], got '0.5'"),
+    (np.zeros((3, 1)), ["a"], HOP, {"offset_threshold": {"a": True}},
+     "offset_threshold['a'] must be a number in [0, 1], got True"),
+    (np.zeros((3, 2)), ["Speech", "Dog"], HOP, {"threshold": {"Speach": 0.9}},
+     "threshold names an unknown class 'Speach'; did you mean 'Speech'? "
+     "(class names are case-sensitive; see Framewise.class_names)"),
+    (np.zeros((3, 1)), ["1"], HOP, {"threshold": {1: 0.5}},
+     "threshold names an unknown class 1 (class names are case-sensitive; see Framewise.class_names)"),
+    (np.zeros((3, 2)), ["Dog", "Bird"], HOP, {"classes": ["Cat"]},
+     "classes names an unknown class 'Cat' (class names are case-sensitive; see Framewise.class_names)"),
+    (np.zeros((3, 5)), ["Speech", "Speeches", "Peach", "Screech", "Dog"], HOP, {"classes": "Speach"},
+     "classes names an unknown class 'Speach'; did you mean 'Speech' or 'Peach' or 'Speeches'? "
+     "(class names are case-sensitive; see Framewise.class_names)"),
+    (np.zeros((3, 1)), ["a"], HOP, {"offset_threshold": {"a": 0.7}},
+     "offset_threshold must not exceed the onset threshold, but for class 'a' it is 0.7 > 0.5; "
+     "lower offset_threshold or raise threshold"),
+]
+
+
+@pytest.mark.parametrize("probabilities, names, hop, options, message", EVENT_ERRORS)
+def test_invalid_argument_messages(probabilities, names, hop, options, message):
+    with pytest.raises(InvalidArgumentError) as info:
+        detect_events(probabilities, names, hop, **options)
+    assert str(info.value) == message
+
+
+def test_probabilities_that_are_no_array_name_the_expected_shape():
+    with pytest.raises(InvalidArgumentError, match=r"^probabilities must be a \(frames, classes\) array: \w"):
+        detect_events([[0.1], [0.2, 0.3]], ["a"], HOP)
+
+
+def test_event_error_messages():
+    with pytest.raises(InvalidArgumentError) as info:
+        Event(1, 0.0, 1.0, 0.5)
+    assert str(info.value) == "Event label must be a string, got 1"
+    with pytest.raises(InvalidArgumentError) as info:
+        Event("a", 1.0, 0.5, 0.9)
+    assert str(info.value) == "Event offset must not precede its onset, got onset=1.0, offset=0.5"
+
+
 # --- Framewise delegation ----------------------------------------------------------------
 
 
@@ -385,6 +528,52 @@ def test_invalid_events_leave_the_existing_file_untouched(tmp_path):
         events_to_tsv([EVENTS[0], Event("bad\nlabel", 0, 1, 1)], path, filename="street.wav")
     assert path.read_text() == "previous content\n"
     assert os.listdir(tmp_path) == ["events.tsv"]
+
+
+WRITE_ERRORS = [
+    (events_to_tsv, EVENTS, None,
+     "the TSV's filename column needs filename= (the clip's file name, e.g. 'street.wav')"),
+    (events_to_tsv, {"a.wav": EVENTS}, "a.wav", "give filename= only with a list of events, not with a mapping"),
+    (events_to_json, {"a.wav": EVENTS}, "a.wav", "give filename= only with a list of events, not with a mapping"),
+    (events_to_tsv, EVENTS, "a\tb.wav",
+     "a TSV filename must be non-empty text without tabs or newlines, got 'a\\tb.wav'"),
+    (events_to_tsv, EVENTS, "", "a TSV filename must be non-empty text without tabs or newlines, got ''"),
+    (events_to_tsv, {"": EVENTS}, None, "a TSV filename must be non-empty text without tabs or newlines, got ''"),
+    (events_to_tsv, [Event("a\nb", 0, 1, 1)], "x.wav",
+     "a TSV event label must be non-empty text without tabs or newlines, got 'a\\nb'"),
+    (events_to_tsv, [Event("", 0, 1, 1)], "x.wav",
+     "a TSV event label must be non-empty text without tabs or newlines, got ''"),
+    (events_to_tsv, "Speech", "x.wav", "events must be a list of Event, got 'Speech'"),
+    (events_to_json, EVENTS[0], None,
+     "events must be a list of Event, got Event(label='Speech', onset=0.1, offset=0.42, score=0.9)"),
+    (events_to_tsv, [("Speech", 0, 1, 1)], "x.wav", "events must be a list of Event, got an item ('Speech', 0, 1, 1)"),
+    (events_to_json, {"a.wav": [("Speech", 0, 1, 1)]}, None,
+     "events must be a list of Event, got an item ('Speech', 0, 1, 1)"),
+]
+
+
+@pytest.mark.parametrize("write, events, filename, message", WRITE_ERRORS)
+def test_write_error_messages(write, events, filename, message, tmp_path):
+    with pytest.raises(InvalidArgumentError) as info:
+        write(events, tmp_path / "out", filename=filename)
+    assert str(info.value) == message
+    assert os.listdir(tmp_path) == []
+
+
+def test_tsv_labels_may_hold_any_other_character():
+    buf = io.StringIO()
+    events_to_tsv([Event("Xylophone, \"mallet\" (X)", 0.0, 1.0, 0.9)], buf, filename="X 1.wav")
+    assert buf.getvalue().splitlines()[1] == "X 1.wav\t0.000\t1.000\tXylophone, \"mallet\" (X)"
+
+
+def test_json_file_is_indented_by_two_spaces_unless_told(tmp_path):
+    events_to_json(EVENTS[:1], tmp_path / "e.json", filename="street.wav")
+    assert (tmp_path / "e.json").read_text() == (
+        '{\n  "path": "street.wav",\n  "events": [\n    {\n      "label": "Speech",\n      "onset": 0.1,\n'
+        '      "offset": 0.42,\n      "score": 0.9\n    }\n  ]\n}\n')
+    events_to_json(EVENTS[:1], tmp_path / "e.json", filename="street.wav", indent=None)
+    assert (tmp_path / "e.json").read_text() == \
+        '{"path": "street.wav", "events": [{"label": "Speech", "onset": 0.1, "offset": 0.42, "score": 0.9}]}\n'
 
 
 # --- third-party readers (optional) ------------------------------------------------------
