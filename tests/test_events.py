@@ -141,6 +141,14 @@ def test_min_gap_merges_events_of_one_class_separated_by_less():
     assert spans(detect_events(p, ["a", "b"], HOP, min_gap=0.021, classes="a")) == [("a", 0.0, 0.07)]
 
 
+def test_event_starting_at_the_clip_end_is_dropped_whatever_min_duration():
+    # clipped to duration=0.02 it would last 0 s, which a min_duration below the 1e-9 s
+    # tolerance would keep
+    p = column(0, 0, 0.9)
+    assert detect_events(p, ["a"], HOP, duration=0.02) == []
+    assert detect_events(p, ["a"], HOP, duration=0.02, min_duration=1e-12) == []
+
+
 def test_min_gap_then_min_duration():
     # two 1-frame events are each shorter than min_duration but merge into a long enough one
     p = column(0.9, 0, 0.9, 0, 0, 0, 0.9)
