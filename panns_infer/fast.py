@@ -21,7 +21,7 @@ decision-level) into a module that computes the same outputs faster on a CPU in 
 
 * every matrix product goes through oneDNN with its weights packed once (:class:`Linear`),
   at up to twice the rate of ``torch.addmm`` here;
-* batches run in cache-sized slices.
+* batches run in cache-sized slices up to the two-bin blocks, which take the whole batch.
 
 The power spectrogram is the model's own DFT-as-convolution, the reference's arithmetic, so
 that the log-mel is the reference's bit for bit. It has to be: on tonal or sparse spectra
@@ -75,9 +75,9 @@ _CHUNK_FLOATS = 16 * 1024 * 1024
 WINOGRAD_MIN_CHANNELS = 128
 # Winograd works on chunks of about this many input floats (8 MB) at a time.
 _WINOGRAD_CHUNK_FLOATS = 2 * 1024 * 1024
-# Batches run in slices of at most this many frames (two 10 s clips): measured on Cnn14 at
-# batch 8, slices of 2 clips ran 12.9 clips/s, of 4 11.1 and the whole batch 10.8 (the
-# activations of a slice stay in cache from one layer to the next).
+# Batches run in slices of at most this many frames (two 10 s clips) up to the two-bin blocks:
+# measured on Cnn14 at batch 8, slices of 2 clips ran 12.9 clips/s, of 4 11.1 and the whole
+# batch 10.8 (the activations of a slice stay in cache from one layer to the next).
 _SLICE_FRAMES = 2048
 # The leading direct-convolution blocks run on slices of the batch whose first activation
 # map holds at most this many floats (16 MB, half this machine's L3 cache).
