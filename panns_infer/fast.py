@@ -21,7 +21,7 @@ decision-level) into a module that computes the same outputs faster on a CPU in 
 
 * every matrix product goes through oneDNN with its weights packed once (:class:`Linear`),
   at up to twice the rate of ``torch.addmm`` here;
-* batches run in cache-sized slices.
+* batches run in cache-sized slices up to the two-bin blocks, which take the whole batch.
 
 The power spectrogram is the model's own DFT-as-convolution, the reference's arithmetic, so
 that the log-mel is the reference's bit for bit. It has to be: on tonal or sparse spectra
@@ -75,9 +75,9 @@ _CHUNK_FLOATS = 16 * 1024 * 1024
 WINOGRAD_MIN_CHANNELS = 128
 # Winograd works on chunks of about this many input floats (8 MB) at a time.
 _WINOGRAD_CHUNK_FLOATS = 2 * 1024 * 1024
-# Batches run in slices of at most this many frames (two 10 s clips): measured on Cnn14 at
-# batch 8, slices of 2 clips ran 12.9 clips/s, of 4 11.1 and the whole batch 10.8 (the
-# activations of a slice stay in cache from one layer to the next).
+# Batches run in slices of at most this many frames (two 10 s clips) up to the two-bin blocks:
+# measured on Cnn14 at batch 8, slices of 2 clips ran 12.9 clips/s, of 4 11.1 and the whole
+# batch 10.8 (the activations of a slice stay in cache from one layer to the next).
 _SLICE_FRAMES = 2048
 # The leading direct-convolution blocks run on slices of the batch whose first activation
 # map holds at most this many floats (16 MB, half this machine's L3 cache).
@@ -495,6 +495,12 @@ class FastCnn(Cnn):
         self.lead = 0
         while self.lead < len(blocks) and all(c.method in ("gemm", "onednn_cl") for c in blocks[self.lead].convs):
             self.lead += 1
+        # The blocks on two-bin maps (the Cnn14 family's block 6, most of the weights) run on the
+        # whole batch at once: their weights are read once per batch instead of once per slice,
+        # and their activations are small.
+        self.tail = len(blocks)
+        while self.tail > self.lead and all(c.method in ("padded", "narrow") for c in blocks[self.tail - 1].convs):
+            self.tail -= 1
         cfg = self.frontend_config
         self.fft = spectrogram == "fft" and is_hann_dft(model.spectrogram_extractor, model.frontend_config)
         if self.fft:
@@ -514,12 +520,8 @@ class FastCnn(Cnn):
         self.eval()
 
     def forward(self, waveform: torch.Tensor) -> dict[str, torch.Tensor]:
-        step = max(1, _SLICE_FRAMES // self.frontend_config.frames(self.target_length(waveform.shape[-1])))
         with torch.no_grad():  # inference only: batch norm is folded, GEMMs write in place
-            if step >= waveform.shape[0]:
-                return super().forward(waveform)
-            parts = [super(FastCnn, self).forward(waveform[i:i + step]) for i in range(0, waveform.shape[0], step)]
-        return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+            return super().forward(waveform)
 
     def logmel(self, waveform: torch.Tensor) -> torch.Tensor:
         cfg = self.frontend_config
@@ -530,13 +532,26 @@ class FastCnn(Cnn):
             padded = F.pad(waveform[:, None, :], (pad, pad), mode="reflect")
             out = F.conv1d(padded, self.dft, stride=cfg.hop_size)  # (B, 2 bins, T)
             bins = self.dft.shape[0] // 2
-            real, imag = out[:, :bins], out[:, bins:]
-            power = (real * real + imag * imag).transpose(1, 2)[:, None]
+            # real * real + imag * imag as the reference rounds it: each square, then their sum
+            out.mul_(out)
+            power = torch.add(out[:, :bins], out[:, bins:]).transpose(1, 2)[:, None]
             # the mel sums add non-negative terms: any order agrees to float32 rounding
-            x = 10.0 * torch.log10(torch.clamp(torch.matmul(power, self.mel_used), min=AMIN))
+            x = torch.matmul(power, self.mel_used).clamp_(min=AMIN).log10_().mul_(10.0)
         return self.bn0(x.transpose(1, 3)).transpose(1, 3)
 
     def trunk(self, waveform: torch.Tensor) -> tuple[torch.Tensor, int]:
+        b = waveform.shape[0]
+        step = max(1, _SLICE_FRAMES // self.frontend_config.frames(waveform.shape[-1]))
+        if step >= b:
+            x, frames = self._front(waveform)
+        else:
+            parts = [self._front(waveform[i:i + step]) for i in range(0, b, step)]
+            x, frames = torch.cat([part[0] for part in parts]), parts[0][1]
+        x = self._run(x, self.blocks[self.tail:])
+        return x.contiguous(), frames
+
+    def _front(self, waveform: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """The log-mel front end and the blocks before :attr:`tail`, on one slice of the batch."""
         x = self.logmel(waveform)
         b, _, frames, mels = x.shape
         if self.lead:
@@ -545,8 +560,7 @@ class FastCnn(Cnn):
                 x = torch.cat([self._run(x[i:i + step], self.blocks[:self.lead]) for i in range(0, b, step)])
             else:
                 x = self._run(x, self.blocks[:self.lead])
-        x = self._run(x, self.blocks[self.lead:])
-        return x.contiguous(), frames
+        return self._run(x, self.blocks[self.lead:self.tail]), frames
 
     @staticmethod
     def _run(x: torch.Tensor, blocks) -> torch.Tensor:
