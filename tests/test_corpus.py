@@ -600,17 +600,20 @@ def test_csv_records_are_written_and_read_back_exactly(tmp_path, monkeypatch):
     with RecordFile(out, header=h, top_k=2, full=True, class_names=names) as records:
         records.append([FileResult("a.wav", size=3, mtime=1.5, duration=1.23456789, sample_rate=32000, tags=tags),
                         FileResult(odd, size=None, mtime=None, error="cannot decode"),
-                        FileResult(None, size=9, error="bytes have no record")])
+                        FileResult(None, size=9, error="bytes have no record"),
+                        FileResult("e.wav", size=2, mtime=3.0, error="no audio")])
         assert records.is_done("a.wav", 3, 1.5) and not records.is_done(odd, None, None)
     a, b = record_key("a.wav").encode(), os.fsencode(record_key(odd)).replace(b'"', b'""')
     assert out.read_bytes() == (
         b"#" + h.to_json().encode() + b"\r\n"
         b"path,duration,sample_rate,model,size,mtime,label_1,score_1,label_2,score_2,error,Cat,Dog,Owl\r\n"
         + a + b",1.234568,32000,Cnn6_mAP=0.343.pth,3,1.5,Dog,0.5,Cat,0.25,,0.25,0.5,0.125\r\n"
-        b'"' + b + b'",,,Cnn6_mAP=0.343.pth,,,,,,,cannot decode,,,\r\n')
+        b'"' + b + b'",,,Cnn6_mAP=0.343.pth,,,,,,,cannot decode,,,\r\n'
+        + record_key("e.wav").encode() + b",,,Cnn6_mAP=0.343.pth,2,3.0,,,,,no audio,,,\r\n")
     with RecordFile(out, header=h, top_k=2, full=True, class_names=names) as records:  # resumed
         assert records.is_done("./a.wav", 3, 1.5) and records.has(odd) and records.has("a.wav")
         assert not records.is_done(odd, None, None) and not records.has("b.wav")
+        assert records.has("e.wav") and not records.is_done("e.wav", 2, 3.0)  # an error is done again
         assert not records.is_done("a.wav", 3, 1.0) and not records.is_done("a.wav", 4, 1.5)
         assert not records.is_done("a.wav", None, None)
 
