@@ -677,7 +677,8 @@ def test_record_files_refuse_unknown_formats_and_full_csv_without_names(tmp_path
     ("t.jsonl", b"x"), ("t.jsonl", b"some notes\nmore\n"), ("t.jsonl", b"\xff\xfe\x00\x01 binary\n"),
     ("t.jsonl", HEADER.to_json().encode()),  # no line end: not a header this package wrote
     ("t.csv", HEADER.to_json().encode() + b"\r\n"),  # a CSV's header starts with '#'
-    ("t.csv", b"path,size\r\na.wav,1\r\n")])
+    ("t.csv", b"path,size\r\na.wav,1\r\n")],
+    ids=["one-byte", "text", "binary", "header-without-line-end", "csv-header-without-hash", "plain-csv"])
 def test_a_file_without_a_header_is_left_untouched(tmp_path, name, content):
     out = tmp_path / name
     out.write_bytes(content)
