@@ -472,3 +472,386 @@ def test_stdout_runs_take_directories_and_keep_their_format(run, tmp_path, capsy
     assert run(str(tmp_path / "c"), "--recursive", "--format", "json", "-k", "2") == 0
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["path"] for r in records] == files and all(len(r["labels"]) == 2 for r in records)
+
+
+# -- headers, locks and record files (no model) ------------------------------------------------
+
+
+def _header(**changes) -> RunHeader:
+    fields = dict(model="Cnn6_mAP=0.343.pth", sha256="0123456789abcdef" * 4, arch="Cnn6",
+                  options={"top_k": 3, "window": 10.0}, tool="panns-infer 9.9")
+    fields.update(changes)
+    return RunHeader(**fields)
+
+
+FOREIGN = ("{!r} exists and was not written by panns-tag (it has no panns-infer header): it is left "
+           "untouched. Choose another output file, or remove it yourself")
+
+
+def test_run_header_is_written_as_one_sorted_json_line():
+    h = _header(options={"b": 1, "a": "x\ny"})
+    assert h.to_dict() == {"format": "panns-infer/records", "version": 1, "tool": "panns-infer 9.9",
+                           "model": "Cnn6_mAP=0.343.pth", "checkpoint_sha256": "0123456789abcdef" * 4,
+                           "arch": "Cnn6", "options": {"b": 1, "a": "x\ny"}}
+    assert h.to_json() == ('{"arch": "Cnn6", "checkpoint_sha256": "' + "0123456789abcdef" * 4 + '", '
+                           '"format": "panns-infer/records", "model": "Cnn6_mAP=0.343.pth", '
+                           '"options": {"a": "x\\ny", "b": 1}, "tool": "panns-infer 9.9", "version": 1}')
+    assert RunHeader.from_json(h.to_json(), "out.jsonl") == h and RunHeader.from_json(h.to_json(), "o").tool == h.tool
+    assert RunHeader(model="m", sha256="s", arch="a").tool.startswith("panns-infer ")
+
+
+def test_run_header_refuses_what_this_package_did_not_write():
+    good = _header().to_dict()
+    broken = [None, [good], {**good, "format": "other"}, {k: v for k, v in good.items() if k != "format"},
+              {**good, "options": None}, {**good, "options": [1]}, {**good, "model": 3},
+              {**good, "checkpoint_sha256": None}, {k: v for k, v in good.items() if k != "arch"}]
+    for data in broken:
+        with pytest.raises(OutputFileError) as info:
+            RunHeader.from_dict(data, "out.jsonl")
+        assert str(info.value) == FOREIGN.format("out.jsonl"), data
+    for text in ("", "not json", "{", json.dumps(broken[2])):
+        with pytest.raises(OutputFileError) as info:
+            RunHeader.from_json(text, "t.csv")
+        assert str(info.value) == FOREIGN.format("t.csv")
+    bare = {k: v for k, v in good.items() if k != "tool"}
+    assert RunHeader.from_dict(bare, "out.jsonl").tool == ""
+    assert RunHeader.from_dict({**bare, "tool": 7}, "out.jsonl").tool == "7"
+
+
+@pytest.mark.parametrize("tool, version, named", [("panns-infer 2.0", 2, "'panns-infer 2.0'"),
+                                                   (None, None, "'another version'")])
+def test_run_header_of_another_record_format_names_its_version(tool, version, named):
+    data = {k: v for k, v in _header().to_dict().items() if k != "tool"}
+    data["version"] = version
+    if tool is not None:
+        data["tool"] = tool
+    with pytest.raises(OutputFileError) as info:
+        RunHeader.from_dict(data, "tags.jsonl")
+    assert str(info.value) == (f"'tags.jsonl' was written by {named} in a record format this version does not "
+                               f"read (version {version!r}): choose another output file, or --overwrite to start "
+                               "it again")
+
+
+def test_run_header_names_each_difference():
+    file = _header(options={"top_k": 3, "window": 10.0, "full": True})
+    run = _header(model="other.pth", sha256="fedcba9876543210" * 4, arch="Cnn14",
+                  options={"top_k": 5, "window": 10.0, "hop": 1.0})
+    assert file.differences(run) == [
+        "checkpoint: Cnn6_mAP=0.343.pth (sha256 0123456789ab...) in the file, "
+        "other.pth (sha256 fedcba987654...) in this run",
+        "arch: Cnn6 in the file, Cnn14 in this run",
+        "full: True in the file, None in this run",
+        "hop: None in the file, 1.0 in this run",
+        "top_k: 3 in the file, 5 in this run"]
+    assert file.differences(_header(options=dict(file.options), tool="panns-infer 0.0")) == []
+    file.check(_header(options=dict(file.options)), "tags.jsonl")  # nothing differs: no error
+    with pytest.raises(OutputFileError) as info:
+        file.check(_header(arch="Cnn10", options={"top_k": 3, "window": 10.0}), "tags.jsonl")
+    assert str(info.value) == ("'tags.jsonl' holds records made otherwise (arch: Cnn6 in the file, Cnn10 in this "
+                               "run; full: True in the file, None in this run): resuming would mix them. Use the "
+                               "same checkpoint and options, another output file, or --overwrite to start it again")
+
+
+def test_checkpoint_sha256_reads_the_whole_file_and_notices_a_change(tmp_path):
+    import hashlib
+
+    from panns_infer.corpus import checkpoint_sha256
+
+    big, small = tmp_path / "big.pth", tmp_path / "small.pth"
+    big.write_bytes(bytes(range(256)) * 10_000)  # 2.4 MiB: read in several blocks
+    small.write_bytes(b"weights")
+    assert checkpoint_sha256(big) == hashlib.sha256(big.read_bytes()).hexdigest()
+    assert checkpoint_sha256(str(small)) == hashlib.sha256(b"weights").hexdigest()
+    assert checkpoint_sha256(big) == hashlib.sha256(big.read_bytes()).hexdigest()  # from the cache
+    small.write_bytes(b"other weights")
+    assert checkpoint_sha256(small) == hashlib.sha256(b"other weights").hexdigest()
+
+
+def test_an_output_is_locked_while_a_run_writes_it(tmp_path):
+    from panns_infer.corpus.header import Lock, output_lock
+
+    out = str(tmp_path / "tags.jsonl")
+    lock = Lock(out)
+    with pytest.raises(OutputFileError) as info:
+        Lock(out)
+    assert str(info.value) == (f"another panns-tag run is writing {out!r} (it holds {out + '.lock'!r}): wait for "
+                               "it to finish, or choose another output file")
+    lock.release()
+    lock.release()  # again: nothing happens
+    with output_lock(out):
+        with pytest.raises(OutputFileError, match="another panns-tag run is writing"):
+            Lock(out)
+    Lock(out).release()
+
+
+def _tags(labels, scores, probabilities, names):
+    from panns_infer.results import Tags
+
+    return Tags(list(labels), np.asarray(scores, np.float32), np.asarray(probabilities, np.float32), list(names))
+
+
+def test_csv_records_are_written_and_read_back_exactly(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    names = ["Cat", "Dog", "Owl"]
+    tags = _tags(["Dog", "Cat"], [0.5, 0.25], [0.25, 0.5, 0.125], names)
+    odd = os.fsdecode(b"caf\xe9 \"1\",\r\nb.wav")  # not UTF-8; a quote, a comma and a line break
+    out = tmp_path / "t.csv"
+    h = _header(options={"top_k": 2, "full": True})
+    with RecordFile(out, header=h, top_k=2, full=True, class_names=names) as records:
+        records.append([FileResult("a.wav", size=3, mtime=1.5, duration=1.23456789, sample_rate=32000, tags=tags),
+                        FileResult(odd, size=None, mtime=None, error="cannot decode"),
+                        FileResult(None, size=9, error="bytes have no record"),
+                        FileResult("e.wav", size=2, mtime=3.0, error="no audio")])
+        assert records.is_done("a.wav", 3, 1.5) and not records.is_done(odd, None, None)
+    a, b = record_key("a.wav").encode(), os.fsencode(record_key(odd)).replace(b'"', b'""')
+    assert out.read_bytes() == (
+        b"#" + h.to_json().encode() + b"\r\n"
+        b"path,duration,sample_rate,model,size,mtime,label_1,score_1,label_2,score_2,error,Cat,Dog,Owl\r\n"
+        + a + b",1.234568,32000,Cnn6_mAP=0.343.pth,3,1.5,Dog,0.5,Cat,0.25,,0.25,0.5,0.125\r\n"
+        b'"' + b + b'",,,Cnn6_mAP=0.343.pth,,,,,,,cannot decode,,,\r\n'
+        + record_key("e.wav").encode() + b",,,Cnn6_mAP=0.343.pth,2,3.0,,,,,no audio,,,\r\n")
+    with RecordFile(out, header=h, top_k=2, full=True, class_names=names) as records:  # resumed
+        assert records.is_done("./a.wav", 3, 1.5) and records.has(odd) and records.has("a.wav")
+        assert not records.is_done(odd, None, None) and not records.has("b.wav")
+        assert records.has("e.wav") and not records.is_done("e.wav", 2, 3.0)  # an error is done again
+        assert not records.is_done("a.wav", 3, 1.0) and not records.is_done("a.wav", 4, 1.5)
+        assert not records.is_done("a.wav", None, None)
+
+
+def test_record_files_default_to_ten_labels_and_no_full_columns(tmp_path):
+    out = tmp_path / "t.csv"
+    with RecordFile(out, header=HEADER) as records:
+        assert records.columns[6:] == [f"{kind}_{i}" for i in range(1, 11) for kind in ("label", "score")] + ["error"]
+    assert out.read_bytes().split(b"\r\n")[1] == ",".join(records.columns).encode()
+    with RecordFile(tmp_path / "records.txt", header=HEADER, format="jsonl", full=True) as records:
+        tags = _tags(["Cat"], [0.75], [0.75, 0.5], ["Cat", "Dog"])
+        records.append([FileResult("x.wav", size=1, mtime=2.0, tags=tags)])
+    assert (tmp_path / "records.txt").read_bytes().split(b"\n")[1:] == [json.dumps(
+        {"path": record_key("x.wav"), "duration": None, "sample_rate": None, "model": "test", "size": 1, "mtime": 2.0,
+         "labels": ["Cat"], "scores": [0.75], "probabilities": {"Cat": 0.75, "Dog": 0.5}}).encode(), b""]
+
+
+def test_jsonl_records_keep_odd_paths_and_resume_after_a_drop(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    odd = os.fsdecode(b'a "quoted" \xff.wav')
+    out = tmp_path / "t.jsonl"
+    with RecordFile(out, header=HEADER, top_k=1) as records:
+        records.append([])
+        assert out.read_bytes() == HEADER.to_json().encode() + b"\n"  # nothing to write: nothing written
+        records.append([FileResult(odd, size=1, mtime=2.0, duration=0.5, sample_rate=8000,
+                                   tags=_tags(["Dog"], [0.5], [0.5], ["Dog"])),
+                        FileResult("b.wav", size=5, mtime=6.0, error="cannot decode 'b.wav'"),
+                        FileResult("c.wav", size=7, mtime=8.0, events=[])])
+        assert records.is_done(odd, 1, 2.0) and records.is_done("c.wav", 7, 8.0)
+        assert not records.is_done("b.wav", 5, 6.0) and records.has("b.wav")
+    lines = out.read_bytes().split(b"\n")
+    assert json.loads(lines[1]) == {"path": record_key(odd), "duration": 0.5, "sample_rate": 8000, "model": "test",
+                                    "size": 1, "mtime": 2.0, "labels": ["Dog"], "scores": [0.5]}
+    assert json.loads(lines[2])["error"] == "cannot decode 'b.wav'" and json.loads(lines[3])["events"] == []
+    with RecordFile(out, header=HEADER, top_k=1) as records:
+        assert records.is_done(odd, 1, 2.0) and not records.is_done("b.wav", 5, 6.0)
+        assert records.drop([odd, "b.wav", "b.wav", "nothing.wav"]) == 2
+        assert not records.has(odd) and not records.has("b.wav") and records.has("c.wav")
+        records.append([FileResult("b.wav", size=5, mtime=6.0, events=[])])  # the file stays appendable
+        assert records.is_done("b.wav", 5, 6.0)
+    assert out.read_bytes().split(b"\n") == [lines[0], lines[3], json.dumps(
+        {"path": record_key("b.wav"), "duration": None, "sample_rate": None, "model": "test", "size": 5,
+         "mtime": 6.0, "events": []}).encode(), b""]
+
+
+def test_record_files_refuse_unknown_formats_and_full_csv_without_names(tmp_path):
+    with pytest.raises(InvalidArgumentError) as info:
+        RecordFile(tmp_path / "t.txt", header=HEADER)
+    assert str(info.value) == "record files are 'jsonl' or 'csv', got None"
+    with pytest.raises(InvalidArgumentError) as info:
+        RecordFile(tmp_path / "t.csv", header=HEADER, format="tsv")
+    assert str(info.value) == "record files are 'jsonl' or 'csv', got 'tsv'"
+    with pytest.raises(InvalidArgumentError) as info:
+        RecordFile(tmp_path / "t.csv", header=HEADER, full=True)
+    assert str(info.value) == "full CSV records need the class names (one column per class)"
+    RecordFile(tmp_path / "t.jsonl", header=HEADER, full=True).close()  # JSONL names its classes itself
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.jsonl", "t.jsonl.lock"]  # nothing else was made
+
+
+@pytest.mark.parametrize("name, content", [
+    ("t.jsonl", b"x"), ("t.jsonl", b"some notes\nmore\n"), ("t.jsonl", b"\xff\xfe\x00\x01 binary\n"),
+    ("t.jsonl", HEADER.to_json().encode()),  # no line end: not a header this package wrote
+    ("t.csv", HEADER.to_json().encode() + b"\r\n"),  # a CSV's header starts with '#'
+    ("t.csv", b"path,size\r\na.wav,1\r\n")],
+    ids=["one-byte", "text", "binary", "header-without-line-end", "csv-header-without-hash", "plain-csv"])
+def test_a_file_without_a_header_is_left_untouched(tmp_path, name, content):
+    out = tmp_path / name
+    out.write_bytes(content)
+    for overwrite in (False, True):
+        with pytest.raises(OutputFileError) as info:
+            RecordFile(out, header=HEADER, overwrite=overwrite)
+        assert str(info.value) == FOREIGN.format(str(out))
+    assert out.read_bytes() == content
+    RecordFile(tmp_path / "other.jsonl", header=HEADER).close()  # the refused one released its lock
+    with RecordFile(str(out) + ".jsonl", header=HEADER):
+        pass
+
+
+def test_an_empty_file_is_started_and_an_own_file_is_replaced_only_when_asked(tmp_path, caplog):
+    out = tmp_path / "t.jsonl"
+    out.write_bytes(b"")
+    with RecordFile(out, header=HEADER) as records:
+        records.append([FileResult("a.wav", size=1, mtime=2.0)])
+    for _ in range(2):  # a clean resume changes nothing and warns of nothing
+        with caplog.at_level(logging.WARNING, logger="panns_infer"):
+            with RecordFile(out, header=HEADER) as records:
+                assert records.is_done("a.wav", 1, 2.0)
+        assert caplog.messages == []
+    with RecordFile(out, header=HEADER, overwrite=True) as records:
+        assert not records.has("a.wav")
+    assert out.read_bytes() == HEADER.to_json().encode() + b"\n"
+    with RecordFile(out, header=HEADER):  # only the header: nothing to cut
+        pass
+    assert out.read_bytes() == HEADER.to_json().encode() + b"\n"
+    new = tmp_path / "new.csv"
+    with RecordFile(new, header=HEADER, top_k=0, overwrite=True):
+        pass
+    assert new.read_bytes() == (b"#" + HEADER.to_json().encode()
+                                + b"\r\npath,duration,sample_rate,model,size,mtime,error\r\n")
+
+
+def test_a_file_of_other_records_is_refused_with_each_difference(tmp_path):
+    out = tmp_path / "t.jsonl"
+    RecordFile(out, header=_header()).close()
+    with pytest.raises(OutputFileError) as info:
+        RecordFile(out, header=_header(options={"top_k": 5, "window": 10.0}))
+    assert str(info.value) == (f"{str(out)!r} holds records made otherwise (top_k: 3 in the file, 5 in this run): "
+                               "resuming would mix them. Use the same checkpoint and options, another output file, "
+                               "or --overwrite to start it again")
+    table = tmp_path / "t.csv"
+    RecordFile(table, header=HEADER, top_k=2).close()
+    with pytest.raises(OutputFileError) as info:
+        RecordFile(table, header=HEADER, top_k=3)
+    assert str(info.value) == (f"{str(table)!r} has other columns than this run writes: use the same options "
+                               "(--top-k, --full, --labels), another output file, or --overwrite")
+
+
+def test_damaged_and_torn_csv_entries(tmp_path, caplog):
+    out = tmp_path / "t.csv"
+    with RecordFile(out, header=HEADER, top_k=0) as records:
+        records.append([FileResult("a\nb.wav", size=1, mtime=2.0), FileResult("c\r.wav", size=3, mtime=4.0)])
+    whole = out.read_bytes()
+    head = whole[:whole.index(b"\r\n", whole.index(b"\r\n") + 2) + 2]  # the header and the column row
+    out.write_bytes(whole + b'"' + os.fsencode(record_key("d\nd.wav")))  # a kill inside a quoted line break
+    with caplog.at_level(logging.WARNING, logger="panns_infer"):
+        with RecordFile(out, header=HEADER, top_k=0) as records:
+            assert records.is_done("a\nb.wav", 1, 2.0) and records.is_done("c\r.wav", 3, 4.0)
+            assert not records.has("c\n.wav")
+    assert caplog.messages == [f"{out}: an incomplete last record (from an interrupted run) was removed"]
+    assert out.read_bytes() == whole
+    row = whole[len(head):].split(b"\r\n")[-2] + b"\r\n"  # c\r.wav's row
+    out.write_bytes(head + b'"never closed,,,,,,\r\n' + row + row)
+    with pytest.raises(OutputFileError) as info:
+        RecordFile(out, header=HEADER, top_k=0)
+    assert str(info.value) == (f"{str(out)!r}: line 3 opens a quoted field that never closes: it was edited or "
+                               "damaged. Fix or remove that line, or use another output file, or --overwrite to "
+                               "start it again")
+    long = b"x" * 100 + b",1,2\r\n"  # too few fields
+    for bad in (long, b"a.wav,,,,nan?,,\r\n", b"a.wav,,,,1,later,\r\n"):
+        out.write_bytes(head + row + bad + row)
+        with pytest.raises(OutputFileError) as info:
+            RecordFile(out, header=HEADER, top_k=0)
+        assert str(info.value) == (f"{str(out)!r}: line 4 is not a record this run can read ({bad[:80]!r}...): it "
+                                   "was edited or damaged. Fix or remove that line, or use another output file, or "
+                                   "--overwrite to start it again")
+    assert out.read_bytes() == head + row + bad + row  # nothing lost
+
+
+@pytest.mark.parametrize("line", [b'{"path": 3}', b"[1, 2]", b'"a.wav"', b"{"])
+def test_a_jsonl_line_without_a_path_is_refused(tmp_path, line):
+    out = tmp_path / "t.jsonl"
+    out.write_bytes(HEADER.to_json().encode() + b"\n" + line + b"\n")
+    with pytest.raises(OutputFileError, match=r"line 2 is not a record this run can read"):
+        RecordFile(out, header=HEADER)
+
+
+def test_a_directory_that_refuses_fsync_does_not_fail_the_run(tmp_path, monkeypatch):
+    import stat
+
+    real = os.fsync
+
+    def fsync(fd):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(22, "Invalid argument")  # what some file systems answer for a folder
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with RecordFile(tmp_path / "t.jsonl", header=HEADER) as records:
+        records.append([FileResult("a.wav", size=1, mtime=2.0)])
+        assert records.drop(["a.wav"]) == 1
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files through /proc/self/fd")
+def test_closing_a_record_file_closes_it(tmp_path):
+    before = len(os.listdir("/proc/self/fd"))
+    records = RecordFile(tmp_path / "t.jsonl", header=HEADER)
+    records.close()
+    records.close()  # again: nothing happens
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_record_format_from_the_extension():
+    from panns_infer.corpus import record_format
+
+    assert [record_format(p) for p in ("a.jsonl", "b.NDJSON", "c.Csv", "d.TSV", "e.json", "jsonl", "f.jsonl.txt")] == [
+        "jsonl", "jsonl", "csv", "tsv", None, None, None]
+
+
+# -- events TSV (no model) ---------------------------------------------------------------------
+
+
+def test_events_tsv_is_written_from_its_records(tmp_path, monkeypatch):
+    from panns_infer.corpus import EventsTsv
+
+    monkeypatch.chdir(tmp_path)
+    odd = os.fsdecode(b"caf\xe9 X.wav")
+    tsv = tmp_path / "ev.tsv"
+    events = EventsTsv(tsv, header=HEADER)
+    events.append([FileResult("a.wav", size=1, mtime=2.0, events=[
+        {"label": "Dog", "onset": 0.25, "offset": 1.0004, "score": 0.9},
+        {"label": "Speech, male", "onset": 1.5, "offset": 2.0, "score": 0.6}])])
+    events.close()
+    events = EventsTsv(tsv, header=HEADER)  # resumed: the records are kept
+    assert events.is_done("a.wav", 1, 2.0)
+    events.append([FileResult(odd, size=3, mtime=4.0, events=[{"label": "Cat", "onset": 0.0, "offset": 0.1236,
+                                                                "score": 0.5}]),
+                   FileResult("b.wav", size=5, mtime=6.0, error="cannot decode"),
+                   FileResult("c.wav", size=7, mtime=8.0, events=[])])
+    events.finalize()
+    a, c = record_key("a.wav"), record_key(odd)
+    assert tsv.read_bytes() == os.fsencode(f"filename\tonset\toffset\tevent_label\n{a}\t0.250\t1.000\tDog\n"
+                                           f"{a}\t1.500\t2.000\tSpeech, male\n{c}\t0.000\t0.124\tCat\n")
+    assert [json.loads(line)["path"] for line in (tmp_path / "ev.tsv.jsonl").read_bytes().split(b"\n")[1:-1]] == [
+        a, c, record_key("b.wav"), record_key("c.wav")]
+    with EventsTsv(tsv, header=HEADER, overwrite=True) as events:  # started again
+        assert not events.has("a.wav")
+        events.finalize()
+    assert tsv.read_text() == "filename\tonset\toffset\tevent_label\n"
+
+
+def test_events_tsv_refuses_a_tsv_it_did_not_write_and_names_it_cannot_hold(tmp_path):
+    from panns_infer.corpus import EventsTsv, tsv_name_problem
+
+    tsv = tmp_path / "ev.tsv"
+    for content in (b"x", b"filename\tonset\toffset\tevent_label\n"):
+        tsv.write_bytes(content)
+        with pytest.raises(OutputFileError) as info:
+            EventsTsv(tsv, header=HEADER)
+        assert str(info.value) == FOREIGN.format(str(tsv))
+        assert tsv.read_bytes() == content and not (tmp_path / "ev.tsv.jsonl").exists()
+    tsv.write_bytes(b"")  # an empty file holds nothing to lose
+    events = EventsTsv(tsv, header=HEADER)
+    for name in ("a\tb.wav", "a\nb.wav", "a\rb.wav"):
+        with pytest.raises(InvalidArgumentError) as info:
+            events.append([FileResult("ok.wav", size=1, mtime=1.0), FileResult(name, size=1, mtime=1.0)])
+        assert str(info.value) == (f"{name!r} holds a tab or a line break, which a DCASE TSV row cannot hold: rename "
+                                   "the file, or write the events as JSON Lines (--output FILE.jsonl)")
+        assert tsv_name_problem(name) == str(info.value)
+    assert not events.has("ok.wav")  # nothing of a refused batch is written
+    events.close()
+    assert tsv_name_problem(None) is None and tsv_name_problem("XX \"a\", b.wav") is None
