@@ -60,7 +60,8 @@ def _numpy_globals() -> list:
     # Files written under numpy 1.x name the functions by their old module path.
     allowed += [(multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
                 (multiarray.scalar, "numpy.core.multiarray.scalar")]
-    # numpy >= 1.25 pickles a dtype through its class (numpy.dtypes.Int64DType, ...).
+    # numpy >= 1.25 pickles a dtype through its class (numpy.dtypes.Int64DType, ...); older numpy
+    # calls numpy.dtype, and torch still checks the class of what that builds (numpy.dtype[int64]).
     for code in "?bhilqBHILQefdgFDG":
         allowed.append(type(np.dtype(code)))
     return allowed

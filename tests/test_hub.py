@@ -296,7 +296,7 @@ def test_a_host_name_that_does_not_resolve_fails_at_once(cache, monkeypatch):
         try:
             from urllib3.exceptions import NameResolutionError  # urllib3 2
             cause: Exception = NameResolutionError("mirror.example", None, failure)
-        except ImportError:  # urllib3 1.26 (older requests): the resolver's error is the cause
+        except ImportError:  # urllib3 1.x (older requests): the resolver's error is the cause
             from urllib3.exceptions import NewConnectionError
             cause = NewConnectionError(None, "Failed to establish a new connection: [Errno -2] Name or service "
                                              "not known")
