@@ -21,7 +21,7 @@ Behaviours (keyword arguments of :meth:`LoopbackServer.serve` and :meth:`configu
     status=404            always answer this status, with no body
     delay=s               sleep s seconds before each body chunk (a "slow" server)
     chunk_size=8192       bytes per write
-    headers={...}         extra response headers
+    headers={...}         extra response headers (on every answer, failures included)
 """
 
 from __future__ import annotations
@@ -117,6 +117,8 @@ class _Handler(BaseHTTPRequestHandler):
             record(status)
             self.send_response(status)
             self.send_header("Content-Length", "0")
+            for key, value in behaviour.headers.items():
+                self.send_header(key, value)
             self.end_headers()
             return
 
