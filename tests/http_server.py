@@ -62,6 +62,7 @@ class RequestRecord:
     path: str
     range: Optional[str]
     status: int
+    accept_encoding: Optional[str] = None
 
 
 class _Server(ThreadingHTTPServer):
@@ -110,7 +111,8 @@ class _Handler(BaseHTTPRequestHandler):
 
         def record(status: int) -> None:
             with owner._lock:
-                owner.requests.append(RequestRecord(self.command, path, range_header, status))
+                owner.requests.append(RequestRecord(self.command, path, range_header, status,
+                                                    self.headers.get("Accept-Encoding")))
 
         if data is None or behaviour.status is not None or nth < behaviour.fail_times:
             status = 404 if data is None else (behaviour.status or behaviour.fail_status)

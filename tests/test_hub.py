@@ -1218,3 +1218,248 @@ def test_resolve_checkpoint_errors_in_full(cache, monkeypatch, tmp_path):
     for unknown in ("nosuch.txt", "NoSuchModel"):
         with pytest.raises(UnknownModelError):
             hub.resolve_checkpoint(unknown)
+
+
+# --------------------------------------------------------------------------- answers, scripted
+
+
+class _Answer:
+    """A stand-in for a streamed requests.Response: ``body`` is delivered, then ``then``
+    (an exception to raise) or a silent end."""
+
+    def __init__(self, status: int, body: bytes = b"", headers: dict = None, then: BaseException = None):
+        import requests
+
+        self.status_code, self.reason = status, ""
+        self.headers = requests.structures.CaseInsensitiveDict(headers or {})
+        self.body, self.then = body, then
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def close(self):
+        pass
+
+    def iter_content(self, size):
+        for offset in range(0, len(self.body), size):
+            yield self.body[offset:offset + size]
+        if self.then is not None:
+            raise self.then
+
+
+def _script(monkeypatch, *answers) -> list:
+    """Replace the network with ``answers`` in order; returns the byte offsets asked for."""
+    asked: list = []
+    pending = list(answers)
+
+    def fake_open(session, url, dest, start, timeout):
+        asked.append(start)
+        if not pending:
+            raise AssertionError(f"an unexpected request from byte {start}")
+        return pending.pop(0)
+
+    monkeypatch.setattr(transport, "_open_response", fake_open)
+    return asked
+
+
+def _dropped():
+    import requests
+
+    return requests.ConnectionError("connection dropped")
+
+
+def test_a_416_at_the_end_of_the_file_completes_it(cache, monkeypatch):
+    stream = _FakeTTY()
+    monkeypatch.setattr(sys, "stderr", stream)
+    data = payload(5000)
+    asked = _script(monkeypatch, _Answer(200, data, then=_dropped()),  # no length: cannot tell it was all
+                    _Answer(416, headers={"Content-Range": "bytes */5000"}))
+    assert hub.fetch("http://h.example/a.bin", cache / "a.bin", checksum=sha256(data)).read_bytes() == data
+    assert asked == [0, 5000]
+    assert "100% |####################| 5.0 kB/5.0 kB" in stream.getvalue()
+
+
+@pytest.mark.parametrize("content_range", [None, "bytes */3", "bytes */0"])
+def test_a_416_that_does_not_match_starts_again_from_zero(cache, monkeypatch, caplog, content_range):
+    headers = {} if content_range is None else {"Content-Range": content_range}
+    asked = _script(monkeypatch, _Answer(200, b"abcde", then=_dropped()), _Answer(416, headers=headers),
+                    _Answer(200, b"abc", {"Content-Length": "3"}))
+    with caplog.at_level(logging.WARNING, logger="panns_infer"):
+        assert hub.fetch("http://h.example/b.bin", cache / "b.bin", retries=1).read_bytes() == b"abc"
+    assert asked == [0, 5, 0]
+    assert [r.getMessage() for r in caplog.records][1] == (
+        "download of http://h.example/b.bin interrupted (HTTP 416 Range Not Satisfiable; starting again from "
+        "zero); retrying in 0.0 s")
+    _script(monkeypatch, _Answer(200, b"abcde", then=_dropped()), _Answer(416, headers=headers))
+    with pytest.raises(DownloadError, match=r"after 1 tries without progress; last error: HTTP 416 Range Not "
+                                            r"Satisfiable; starting again from zero\."):
+        hub.fetch("http://h.example/b.bin", cache / "b2.bin", retries=0)
+
+
+def test_a_416_for_a_request_from_byte_zero_is_not_a_complete_file(cache, monkeypatch):
+    asked = _script(monkeypatch, _Answer(416, headers={"Content-Range": "bytes */0"}), _Answer(200, b"xyz"))
+    assert hub.fetch("http://h.example/z.bin", cache / "z.bin", retries=1).read_bytes() == b"xyz"
+    assert asked == [0, 0]
+
+
+@pytest.mark.parametrize("content_range", ["bytes 0-9/10", None])
+def test_a_resume_at_the_wrong_byte_starts_again_from_zero(cache, monkeypatch, content_range):
+    data = b"0123456789"
+    headers = {"Content-Length": "10"} if content_range is None else {"Content-Range": content_range,
+                                                                      "Content-Length": "10"}
+    asked = _script(monkeypatch, _Answer(200, data[:4], {"Content-Length": "10"}, then=_dropped()),
+                    _Answer(206, data, headers), _Answer(200, data, {"Content-Length": "10"}))
+    assert hub.fetch("http://h.example/w.bin", cache / "w.bin", retries=1).read_bytes() == data
+    assert asked == [0, 4, 0]
+    start = "0" if content_range else "None"
+    _script(monkeypatch, _Answer(200, data[:4], {"Content-Length": "10"}, then=_dropped()),
+            _Answer(206, data, headers))
+    with pytest.raises(DownloadError) as info:
+        hub.fetch("http://h.example/w.bin", cache / "w2.bin", retries=0)
+    assert f"last error: server resumed at byte {start}, not 4; starting again from zero." in str(info.value)
+
+
+def test_an_encoded_resume_starts_again_from_zero(cache, monkeypatch):
+    data = b"0123456789"
+    asked = _script(monkeypatch, _Answer(200, data[:4], {"Content-Length": "10"}, then=_dropped()),
+                    _Answer(206, data[4:], {"Content-Range": "bytes 4-9/10", "Content-Encoding": "gzip"}),
+                    _Answer(200, data, {"Content-Length": "10"}))
+    assert hub.fetch("http://h.example/e.bin", cache / "e.bin", retries=1).read_bytes() == data
+    assert asked == [0, 4, 0]
+
+
+@pytest.mark.parametrize("headers", [{"Content-Range": "bytes 4-9/*", "Content-Length": "6"},
+                                     {"Content-Range": "bytes 4-9/10"}])
+def test_a_resumed_answer_that_ends_early_is_resumed_again(cache, monkeypatch, caplog, headers):
+    data = b"0123456789"
+    asked = _script(monkeypatch, _Answer(200, data[:4], {"Content-Length": "10"}, then=_dropped()),
+                    _Answer(206, data[4:7], headers),  # ends silently after 3 of 6 bytes
+                    _Answer(206, data[7:], {"Content-Range": "bytes 7-9/10"}))
+    with caplog.at_level(logging.WARNING, logger="panns_infer"):
+        assert hub.fetch("http://h.example/r.bin", cache / "r.bin", retries=0).read_bytes() == data
+    assert asked == [0, 4, 7]
+    assert [r.getMessage() for r in caplog.records] == [
+        "download of http://h.example/r.bin interrupted (ConnectionError: connection dropped); resuming at byte 4 "
+        "in 0.0 s",
+        "download of http://h.example/r.bin interrupted (connection closed after 7 of 10 bytes); resuming at byte 7 "
+        "in 0.0 s"]
+
+
+def test_a_resumed_answer_of_unknown_size_is_taken_as_it_comes(cache, monkeypatch):
+    data = b"0123456789"
+    asked = _script(monkeypatch, _Answer(200, data[:4], {"Content-Length": "10"}, then=_dropped()),
+                    _Answer(206, data[4:], {"Content-Range": "bytes 4-9/*", "Content-Length": "x"}))
+    assert hub.fetch("http://h.example/u.bin", cache / "u.bin", retries=0).read_bytes() == data
+    _script(monkeypatch, _Answer(200, data[:4], {"Content-Length": "10"}, then=_dropped()),
+            _Answer(206, data[4:], {"Content-Range": "bytes 4-9/*"}))
+    assert hub.fetch("http://h.example/u.bin", cache / "u2.bin", retries=0).read_bytes() == data
+    assert asked == [0, 4]
+
+
+def test_a_server_ignoring_range_is_logged(cache, monkeypatch, caplog):
+    data = b"0123456789"
+    _script(monkeypatch, _Answer(200, data[:4], {"Content-Length": "10"}, then=_dropped()),
+            _Answer(200, data, {"Content-Length": "10"}))
+    with caplog.at_level(logging.INFO, logger="panns_infer"):
+        hub.fetch("http://h.example/i.bin", cache / "i.bin", retries=0)
+    assert ("http://h.example/i.bin: the server ignored the Range request; downloading again from zero"
+            in [r.getMessage() for r in caplog.records])
+
+
+def test_an_answer_without_length_is_checked_against_the_published_size(cache, monkeypatch):
+    data = b"0123456789"
+    _script(monkeypatch, _Answer(200, data))
+    assert hub.fetch("http://h.example/l.bin", cache / "l.bin", expected_size=10).read_bytes() == data
+    _script(monkeypatch, _Answer(200, data[:7]))
+    with pytest.raises(ChecksumError) as info:
+        hub.fetch("http://h.example/l.bin", cache / "l2.bin", expected_size=10)
+    assert str(info.value) == (
+        "'http://h.example/l.bin' gave 7 bytes, but the published size is 10 bytes; the file was deleted. "
+        "Likely causes: a truncated download, a file changed upstream, or a mirror that serves a different file.")
+    assert leftovers(cache) == ["l.bin"]
+
+
+def test_an_encoded_answer_is_not_held_to_its_content_length(cache, monkeypatch):
+    data = b"0123456789" * 10
+    for encoding in ("gzip", "GZIP"):
+        _script(monkeypatch, _Answer(200, data, {"Content-Length": "30", "Content-Encoding": encoding}))
+        assert hub.fetch("http://h.example/g.bin", cache / f"{encoding}.bin").read_bytes() == data
+    _script(monkeypatch, _Answer(200, data[:30], {"Content-Length": "100", "Content-Encoding": ""}),
+            _Answer(206, data[30:], {"Content-Range": "bytes 30-99/100"}))
+    assert hub.fetch("http://h.example/g.bin", cache / "plain.bin", retries=0).read_bytes() == data
+
+
+def test_more_bytes_than_announced_is_an_error(cache, monkeypatch):
+    _script(monkeypatch, _Answer(200, b"0123456789", {"Content-Length": "5"}))
+    with pytest.raises(DownloadError) as info:
+        hub.fetch("http://h.example/m.bin", cache / "m.bin")
+    assert str(info.value) == ("'http://h.example/m.bin' sent 10 bytes but announced 5; the server is misbehaving. "
+                               "Try again later.")
+    assert leftovers(cache) == []
+
+
+def test_one_byte_per_answer_is_still_progress(cache, monkeypatch):
+    asked = _script(monkeypatch, _Answer(200, b"a", {"Content-Length": "3"}, then=_dropped()),
+                    _Answer(206, b"b", {"Content-Range": "bytes 1-2/3"}, then=_dropped()),
+                    _Answer(206, b"c", {"Content-Range": "bytes 2-2/3"}))
+    assert hub.fetch("http://h.example/one.bin", cache / "one.bin", retries=0).read_bytes() == b"abc"
+    assert asked == [0, 1, 2]
+
+
+def test_requests_ask_for_the_bytes_as_stored(server, cache):
+    data = payload(3 * transport._CHUNK)
+    url = server.serve("/id.bin", data, truncate_after=transport._CHUNK + 5, truncate_times=1)
+    hub.fetch(url, cache / "id.bin")
+    assert [r.accept_encoding for r in server.records("/id.bin")] == ["identity", "identity"]
+
+
+def test_the_bar_shows_the_share_while_downloading(server, cache, monkeypatch):
+    stream = _FakeTTY()
+    monkeypatch.setattr(sys, "stderr", stream)
+    url = server.serve("/share.bin", payload(4 * transport._CHUNK))
+    hub.fetch(url, cache / "share.bin")
+    assert stream.getvalue().startswith("\rshare.bin  25% |#####               | 65.5 kB/262.1 kB ")
+
+
+def test_a_tls_error_message_in_full(cache, monkeypatch):
+    import requests
+
+    def untrusted(self, url, **kwargs):
+        raise requests.exceptions.SSLError("certificate verify failed")
+
+    monkeypatch.setattr(requests.Session, "get", untrusted)
+    with pytest.raises(DownloadError) as info:
+        hub.fetch("https://h.example/t.bin", cache / "t.bin")
+    assert str(info.value) == (
+        "downloading 'https://h.example/t.bin' failed: TLS/SSL error (certificate verify failed). Check the system "
+        "clock and the certificate store (REQUESTS_CA_BUNDLE), or set PANNS_INFER_MIRROR to a trusted copy. You can "
+        f"also get the file by other means and copy it to {str(cache / 't.bin')!r}. (Not retried: this error does "
+        "not go away by itself.)")
+
+
+def test_an_unresolved_host_message_in_full(cache, monkeypatch):
+    import socket
+
+    import requests
+
+    def unresolvable(self, url, **kwargs):
+        raise requests.ConnectionError(socket.gaierror(-2, "Name or service not known"))
+
+    monkeypatch.setattr(requests.Session, "get", unresolvable)
+    with pytest.raises(DownloadError) as info:
+        hub.fetch("https://h.example/n.bin", cache / "n.bin")
+    assert str(info.value) == (
+        "downloading 'https://h.example/n.bin' failed: the host name 'h.example' could not be resolved ([Errno -2] "
+        "Name or service not known). Check the network connection (and proxy settings) and the URL's host name. You "
+        f"can also get the file by other means and copy it to {str(cache / 'n.bin')!r}. (Not retried: this error "
+        "does not go away by itself.)")
+
+
+def test_a_malformed_url_fails_at_once_and_says_why(cache):
+    with pytest.raises(DownloadError) as info:
+        hub.fetch("http://", cache / "u.bin")
+    assert str(info.value).startswith("cannot download 'http://': ")
+    assert len(str(info.value)) > len("cannot download 'http://': ")
