@@ -1463,3 +1463,30 @@ def test_a_malformed_url_fails_at_once_and_says_why(cache):
         hub.fetch("http://", cache / "u.bin")
     assert str(info.value).startswith("cannot download 'http://': ")
     assert len(str(info.value)) > len("cannot download 'http://': ")
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("abc", "checksum must look like 'sha256:<hex>' or 'md5:<hex>', got 'abc'"),
+    (b"sha256:00", "checksum must look like 'sha256:<hex>' or 'md5:<hex>', got b'sha256:00'"),
+    ("sha1:" + "0" * 40, "Supported checksum algorithms are ('md5', 'sha256'). Found: 'sha1'"),
+    ("md5:" + "0" * 31, "a md5 checksum is 32 hex digits, got '" + "0" * 31 + "'"),
+    ("md5:" + "0" * 31 + "X", "a md5 checksum is 32 hex digits, got '" + "0" * 31 + "x'"),
+    ("md5:" + "0" * 30 + ":0", "a md5 checksum is 32 hex digits, got '" + "0" * 30 + ":0'"),
+])
+def test_checksum_spec_errors_in_full(bad, message):
+    with pytest.raises(ValueError) as info:
+        transport._parse_checksum(bad)
+    assert str(info.value) == message
+
+
+def test_only_this_files_old_partial_downloads_are_removed(server, cache, caplog):
+    url = server.serve("/st2.bin", b"data")
+    cache.mkdir(parents=True, exist_ok=True)
+    mine, other = cache / "st2.bin.aaaa.incomplete", cache / "other.bin.bbbb.incomplete"
+    for path in (mine, other):
+        path.write_bytes(b"old")
+        os.utime(path, (time.time() - 2 * 86400,) * 2)
+    with caplog.at_level(logging.INFO, logger="panns_infer"):
+        hub.fetch(url, cache / "st2.bin")
+    assert not mine.exists() and other.exists()
+    assert f"removed the stale partial download {mine}" in [r.getMessage() for r in caplog.records]
