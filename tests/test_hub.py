@@ -1490,3 +1490,36 @@ def test_only_this_files_old_partial_downloads_are_removed(server, cache, caplog
         hub.fetch(url, cache / "st2.bin")
     assert not mine.exists() and other.exists()
     assert f"removed the stale partial download {mine}" in [r.getMessage() for r in caplog.records]
+
+
+def test_the_last_error_of_exhausted_retries_is_named(server, cache, monkeypatch):
+    import socket
+
+    url = server.serve("/e503.bin", b"x", fail_times=100, fail_status=503)
+    with pytest.raises(DownloadError, match=r"last error: HTTP 503 Service Unavailable\. Check"):
+        hub.fetch(url, cache / "e.bin", retries=0)
+    url = server.serve("/e599.bin", b"x", fail_times=100, fail_status=599)  # a status without a reason
+    with pytest.raises(DownloadError, match=r"last error: HTTP 599\. Check"):
+        hub.fetch(url, cache / "e.bin", retries=0)
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(DownloadError, match=r"last error: ConnectionError: "):
+        hub.fetch(f"http://127.0.0.1:{port}/x.bin", cache / "x.bin", retries=0, timeout=5)
+
+
+def test_a_real_416_at_the_end_of_a_file_that_shrank_completes_it(server, cache, monkeypatch):
+    data = payload(3 * transport._CHUNK)
+    cut = transport._CHUNK + 100
+    url = server.serve("/shrunk.bin", data, truncate_after=cut, truncate_times=1)
+    real = transport._open_response
+
+    def shrink_before_resuming(session, url, dest, start, timeout):
+        if start:
+            server.serve("/shrunk.bin", data[:start])
+        return real(session, url, dest, start, timeout)
+
+    monkeypatch.setattr(transport, "_open_response", shrink_before_resuming)
+    path = hub.fetch(url, cache / "shrunk.bin", retries=0)
+    assert [r.status for r in server.records("/shrunk.bin")] == [200, 416]
+    assert path.read_bytes() == data[:path.stat().st_size] and path.stat().st_size >= transport._CHUNK
