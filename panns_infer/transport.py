@@ -291,9 +291,9 @@ def _stream(url: str, dest: Path, tmp: Path, *, pin: Optional[tuple[str, str]],
                         if response.status_code == 206:
                             start, size = _content_range(response.headers.get("Content-Range", ""))
                             if start != written or encoded:
+                                wrong = f"server resumed at byte {start}, not {written}"
                                 restart()
-                                raise _Retry(f"server resumed at byte {start}, not {written}; "
-                                             "starting again from zero")
+                                raise _Retry(f"{wrong}; starting again from zero")
                             length = response.headers.get("Content-Length")
                             total = size if size is not None else (
                                 written + int(length) if length and length.isdigit() else None)

@@ -21,7 +21,7 @@ Behaviours (keyword arguments of :meth:`LoopbackServer.serve` and :meth:`configu
     status=404            always answer this status, with no body
     delay=s               sleep s seconds before each body chunk (a "slow" server)
     chunk_size=8192       bytes per write
-    headers={...}         extra response headers
+    headers={...}         extra response headers (on every answer, failures included)
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ class RequestRecord:
     path: str
     range: Optional[str]
     status: int
+    accept_encoding: Optional[str] = None
 
 
 class _Server(ThreadingHTTPServer):
@@ -110,13 +111,16 @@ class _Handler(BaseHTTPRequestHandler):
 
         def record(status: int) -> None:
             with owner._lock:
-                owner.requests.append(RequestRecord(self.command, path, range_header, status))
+                owner.requests.append(RequestRecord(self.command, path, range_header, status,
+                                                    self.headers.get("Accept-Encoding")))
 
         if data is None or behaviour.status is not None or nth < behaviour.fail_times:
             status = 404 if data is None else (behaviour.status or behaviour.fail_status)
             record(status)
             self.send_response(status)
             self.send_header("Content-Length", "0")
+            for key, value in behaviour.headers.items():
+                self.send_header(key, value)
             self.end_headers()
             return
 
