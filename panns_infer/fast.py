@@ -52,7 +52,7 @@ True
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional, Union, cast
+from typing import Any, Callable, Optional, Union, cast
 
 import torch
 from torch import nn
@@ -540,33 +540,31 @@ class FastCnn(Cnn):
         return self.bn0(x.transpose(1, 3)).transpose(1, 3)
 
     def trunk(self, waveform: torch.Tensor) -> tuple[torch.Tensor, int]:
-        b = waveform.shape[0]
-        step = max(1, _SLICE_FRAMES // self.frontend_config.frames(waveform.shape[-1]))
-        if step >= b:
-            x, frames = self._front(waveform)
-        else:
-            parts = [self._front(waveform[i:i + step]) for i in range(0, b, step)]
-            x, frames = torch.cat([part[0] for part in parts]), parts[0][1]
-        x = self._run(x, self.blocks[self.tail:])
-        return x.contiguous(), frames
+        frames = self.frontend_config.frames(waveform.shape[-1])
+        x = _in_slices(self._front, waveform, max(1, _SLICE_FRAMES // frames))
+        return self._run(x, self.blocks[self.tail:]).contiguous(), frames
 
-    def _front(self, waveform: torch.Tensor) -> tuple[torch.Tensor, int]:
+    def _front(self, waveform: torch.Tensor) -> torch.Tensor:
         """The log-mel front end and the blocks before :attr:`tail`, on one slice of the batch."""
         x = self.logmel(waveform)
-        b, _, frames, mels = x.shape
         if self.lead:
+            _, _, frames, mels = x.shape
             step = max(1, _LEAD_SLICE_FLOATS // (frames * mels * cast(FastBlock, self.blocks[0]).out_channels))
-            if step < b:
-                x = torch.cat([self._run(x[i:i + step], self.blocks[:self.lead]) for i in range(0, b, step)])
-            else:
-                x = self._run(x, self.blocks[:self.lead])
-        return self._run(x, self.blocks[self.lead:self.tail]), frames
+            x = _in_slices(lambda part: self._run(part, self.blocks[:self.lead]), x, step)
+        return self._run(x, self.blocks[self.lead:self.tail])
 
     @staticmethod
     def _run(x: torch.Tensor, blocks) -> torch.Tensor:
         for block in blocks:
             x = block(x)
         return x
+
+
+def _in_slices(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, step: int) -> torch.Tensor:
+    """``fn(x)``, computed ``step`` items of the batch at a time and joined."""
+    if step >= x.shape[0]:
+        return fn(x)
+    return torch.cat([fn(x[i:i + step]) for i in range(0, x.shape[0], step)])
 
 
 def held_bytes(model: nn.Module) -> int:
