@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from conftest import requires_fixtures
 from panns_infer import AudioTagger
-from panns_infer.chunks import ChunkPlan, iter_chunks
+from panns_infer.chunks import ChunkCutter, ChunkPlan, StepAssembler, iter_chunks
 from panns_infer.models import build_model, list_architectures
 
 NAMES = [f"class {i}" for i in range(527)]
@@ -191,3 +191,39 @@ def test_chunks_batched_in_one_pass_give_the_same_result(plain):
         tagger._engine.chunks_per_pass = 1
     for key in one:
         assert np.abs(one[key] - batched[key]).max() <= 1e-5
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.int16])
+def test_cut_chunks_are_float32_whatever_was_pushed(dtype):
+    cutter = ChunkCutter(ChunkPlan(step=10, core=30, margin=10))
+    x = np.arange(95).astype(dtype)
+    chunks = cutter.push(x[:60]) + cutter.push(x[60:]) + cutter.finish()
+    assert len(chunks) == 3
+    for c in chunks:
+        assert c.samples.dtype == np.float32
+        np.testing.assert_array_equal(c.samples, x[c.start:c.start + len(c.samples)].astype(np.float32))
+
+
+def test_a_finished_cutter_refuses_more_samples_and_gives_no_second_last_chunk():
+    cutter = ChunkCutter(ChunkPlan(step=10, core=30, margin=10))
+    cutter.push(np.zeros(25, np.float32))
+    assert len(cutter.finish()) == 1
+    assert cutter.finish() == []
+    with pytest.raises(ValueError, match=r"^this ChunkCutter has finished$"):
+        cutter.push(np.zeros(1, np.float32))
+
+
+def test_steps_of_many_chunks_are_pooled_in_float64():
+    """A long recording's mean over steps accumulates in float64: in float32, 2**24 + 1 rounds
+    back to 2**24, and a thousand small steps after one large one would vanish."""
+    model = build_model("Cnn6").eval()
+    assembler = StepAssembler(model, ["embedding"])
+    width = model.fc1.in_features
+    assembler.add({"features": torch.full((1, 1, width), 2.0 ** 24)})
+    for _ in range(1000):
+        assembler.add({"features": torch.ones(1, 1, width)})
+    got = assembler.finish()["embedding"]
+    pooled = torch.full((1, width), 2.0 ** 24 + (2.0 ** 24 + 1000) / 1001, dtype=torch.float64)
+    with torch.inference_mode():
+        want = model.finish({"pooled": pooled.float()})["embedding"][0].numpy()
+    np.testing.assert_array_equal(got, want)

@@ -14,7 +14,7 @@ from conftest import requires_fixtures
 from panns_infer import AudioTagger
 from panns_infer.audio import resample
 from panns_infer.errors import InvalidArgumentError
-from panns_infer.windows import iter_windows, plan_windows, resample_stream, stitch_segments
+from panns_infer.windows import grid_spans, iter_windows, plan_windows, resample_stream, stitch_segments
 
 NAMES = [f"class {i}" for i in range(527)]
 
@@ -192,3 +192,33 @@ def test_events_of_a_long_result_are_computed_in_class_blocks(monkeypatch):
         assert events and events == full.events(**options)
     assert compact._expanded is None  # never expanded whole
     np.testing.assert_array_equal(compact.probabilities, full.probabilities)
+
+
+@pytest.mark.parametrize("n, spans", [(3, [(0, 3)]), (4, [(0, 4)]), (7, [(0, 4), (3, 7)]),
+                                      (8, [(0, 4), (3, 7), (6, 8)]), (10, [(0, 4), (3, 7), (6, 10)])])
+def test_grid_spans_are_just_enough_segments(n, spans):
+    assert grid_spans(n, segment=4, hop=3) == spans
+
+
+def test_a_window_exactly_one_window_long_is_the_whole_input():
+    assert plan_windows(400, window=400, hop=150, align=32) == [(0, 400)]
+
+
+def _marked(start: int, length: int, window: int) -> tuple[int, np.ndarray]:
+    """A window's segments: column 0 the global segment index, column 1 the window's number."""
+    return start, np.stack([np.arange(start, start + length), np.full(length, window)], axis=1).astype(float)
+
+
+@pytest.mark.parametrize("layout, owners", [
+    # the last window longer than the others, as plan_windows makes it: boundaries at the overlaps' middles
+    ([(0, 10), (6, 10), (12, 14)], [0] * 8 + [1] * 6 + [2] * 12),
+    # a shorter window before a longer one, and the other way round
+    ([(0, 6), (4, 12)], [0] * 5 + [1] * 11),
+    ([(0, 12), (8, 6)], [0] * 10 + [1] * 4),
+    # windows that touch without overlapping (hop == window): plain concatenation
+    ([(0, 5), (5, 5), (10, 7)], [0] * 5 + [1] * 5 + [2] * 7),
+])
+def test_stitching_takes_each_segment_once_from_the_window_nearest_its_centre(layout, owners):
+    out = stitch_segments([_marked(start, length, k) for k, (start, length) in enumerate(layout)])
+    assert out[:, 0].tolist() == list(range(len(owners)))  # every segment once, in order
+    assert out[:, 1].tolist() == owners
