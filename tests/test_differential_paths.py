@@ -66,10 +66,10 @@ def test_fast_path_of_every_cnn_architecture(arch, plain):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["onednn", "onednn_cl", "gemm", "winograd"])
+@pytest.mark.parametrize("method", ["onednn", "onednn_cl", "gemm", "winograd", "columns", "padded"])
 def test_each_conv_method_on_the_signal_set(method, plain, monkeypatch):
-    """Cnn10 (3x3 convolutions throughout) with every layer forced to one method (the last
-    block, two bins wide, also runs "narrow" by default)."""
+    """Cnn10 (3x3 convolutions throughout) with every layer forced to one method ("narrow"
+    runs only on maps two bins wide: see tests/test_fast_memory.py)."""
     model, signals, want = plain("Cnn10")
     monkeypatch.setattr(fast_module, "choose_method", lambda kernel, cin, cout, width: method)
     fast = optimize(model)
