@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from conftest import load_goldens, requires_fixtures
-from panns_infer import AudioTagger
-from panns_infer import fast as fast_module
+from panns_infer import AudioTagger, conv_methods
 from panns_infer.checkpoint import load_model
 from panns_infer.errors import InvalidArgumentError
 from panns_infer.fast import METHODS, FastCnn, FastConv, optimize, supports
@@ -65,8 +64,8 @@ def test_every_conv_method_equals_conv_bn_relu(method, packed, monkeypatch):
     """Each way FastConv can run a layer, on odd and even map sizes, batch 1 and 3, against
     the layer it replaces; with and without oneDNN's packed weights."""
     if not packed:
-        monkeypatch.setattr(fast_module, "PACKED_LINEAR", False)
-    elif not fast_module.PACKED_LINEAR:
+        monkeypatch.setattr(conv_methods, "PACKED_LINEAR", False)
+    elif not conv_methods.PACKED_LINEAR:
         pytest.skip("this torch build has no oneDNN packed linear")
     gen = torch.Generator().manual_seed(3)
     for cin, cout, height, width in [(1, 8, 9, 6), (6, 16, 7, 5), (16, 24, 10, 8), (8, 8, 5, 2), (8, 8, 6, 1)]:

@@ -14,6 +14,10 @@ Usage::
     python tools/mutation.py checkpoint --mutants 'panns_infer.checkpoint.x__read*'   # retest some
     python tools/mutation.py --report all         # scores and survivors of finished runs
 
+Tests marked ``slow`` (the heaviest architectures, hour-long streams) are left out: a mutant
+that survives runs every selected test that reaches it, and with them one mutant of the
+windows group took minutes. They still run in the default suite.
+
 Needs mutmut (in the ``test`` extra) and the fixtures folder (``../shared/fixtures`` beside
 the checkout, or ``PANNS_INFER_FIXTURES``). Survivors are written to
 ``build/mutation/GROUP/survivors.txt`` with their diffs; the accepted ones are explained in
@@ -143,7 +147,8 @@ def prepare(group: str, *, fresh: bool) -> Path:
 source_paths = ["panns_infer"]
 only_mutate = {toml_list(modules)}
 pytest_add_cli_args_test_selection = {toml_list(tests)}
-pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x", "-o", "addopts=", "-o", "tmp_path_retention_policy=none"]
+pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x", "-m", "not slow", "-o", "addopts=",
+                       "-o", "tmp_path_retention_policy=none"]
 process_isolation = "forkserver"
 use_git_change_detection = false
 timeout_multiplier = 4.0
