@@ -168,6 +168,21 @@ def test_without_checksum_length_is_still_checked(server, cache):
     assert server.count("/n.bin") == 2
 
 
+def test_the_headers_of_every_answer_that_brings_bytes_are_seen(server, cache):
+    """A download cut short and resumed: the first answer (200) and the resumed one (206)
+    both pass their headers on (the server's file name is taken from the last of them)."""
+    data = payload(3 * transport._CHUNK)
+    url = server.serve("/h.bin", data, truncate_after=transport._CHUNK + 10, truncate_times=1,
+                       headers={"Content-Disposition": 'attachment; filename="h.pth"'})
+    seen: list = []
+    tmp = cache / "h.bin.incomplete"
+    transport._stream(url, cache / "h.bin", tmp, pin=None, expected_size=len(data), timeout=10.0, retries=2,
+                      progress=False, on_headers=lambda headers: seen.append(headers["Content-Disposition"]))
+    assert tmp.read_bytes() == data
+    assert [r.status for r in server.records("/h.bin")] == [200, 206]
+    assert seen == ['attachment; filename="h.pth"'] * 2
+
+
 def test_body_ending_early_without_an_error_is_resumed(server, cache, monkeypatch):
     # urllib3 1.x does not enforce Content-Length: a cut body just ends; the length check catches it
     import requests
@@ -222,10 +237,11 @@ def test_wrong_bytes_raise_checksum_error_and_leave_nothing(server, cache, algor
     expected = hashlib.new(algorithm, good).hexdigest()
     with pytest.raises(ChecksumError) as info:
         hub.fetch(url, cache / "w.bin", checksum=f"{algorithm}:{expected}")
-    message = str(info.value)
-    assert algorithm in message and expected in message
-    assert hashlib.new(algorithm, bad).hexdigest() in message
-    assert "deleted" in message and "upstream" in message and "mirror" in message
+    assert str(info.value) == (
+        f"{algorithm} checksum mismatch for {url!r}: expected {expected}, got "
+        f"{hashlib.new(algorithm, bad).hexdigest()}. The downloaded file was deleted. Likely causes: the "
+        "download was truncated or corrupted, the file changed upstream, or a mirror "
+        "(PANNS_INFER_MIRROR) serves a different file. Try again; if it persists, report it.")
     assert leftovers(cache) == []
     assert server.count("/w.bin") == 1  # a hash mismatch is not retried
 
@@ -966,6 +982,25 @@ def test_backoff_doubles_and_retry_after_overrides_it(server, cache, monkeypatch
     del requests
 
 
+def test_the_first_retry_waits_the_base_backoff_times_a_random_factor(server, cache, monkeypatch):
+    """Without Retry-After: base, 2 x base, 4 x base ..., each scaled by a factor drawn from
+    [0.5, 1] (so that many clients do not retry in step)."""
+    sleeps = _record_sleeps(monkeypatch)
+    monkeypatch.setattr(transport, "_BACKOFF_BASE", 1.0)
+    draws: list = []
+
+    def uniform(low, high):
+        draws.append((low, high))
+        return 0.75
+
+    monkeypatch.setattr(transport.random, "uniform", uniform)
+    data = payload(2000)
+    url = server.serve("/b.bin", data, fail_times=3, fail_status=503)
+    assert hub.fetch(url, cache / "b.bin", retries=3).read_bytes() == data
+    assert sleeps == [0.75, 1.5, 3.0]
+    assert draws == [(0.5, 1.0)] * 3
+
+
 def _status_message(status: int, reason: str, url: str = "https://h.example/f.bin",
                     dest: Path = Path("/c/f.bin")) -> str:
     import requests
@@ -1158,7 +1193,10 @@ def test_download_checks_the_published_size_before_the_body(server, cache, monke
     monkeypatch.setenv("PANNS_INFER_MIRROR", server.url("/m"))
     with pytest.raises(ChecksumError) as info:
         hub.download(entry)
-    assert "is 1200 bytes according to the server, but the published size is 1000 bytes" in str(info.value)
+    assert str(info.value) == (
+        f"{server.url('/m/T.pth')!r} is 1200 bytes according to the server, but the published size is 1000 "
+        "bytes; nothing was kept. Likely causes: the file changed upstream, or a mirror or proxy serves a "
+        "different file.")
     assert leftovers(cache / "checkpoints") == []
 
 
