@@ -401,11 +401,15 @@ def _per_class(value: Any, name: str, names: list[str], index_of: dict[str, int]
         raise InvalidArgumentError(
             f"{name} must be a number, a mapping {{class name: number}} or one number per class, got {value!r}")
     try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
+        raw = np.asarray(value)
+    except (TypeError, ValueError) as exc:  # ragged nesting
         raise InvalidArgumentError(
             f"{name} must be a number, a mapping {{class name: number}} or one number per class, "
             f"got {value!r}") from exc
+    if raw.dtype.kind not in "iuf":  # strings, booleans, complex or mixed values are not numbers here
+        raise InvalidArgumentError(
+            f"{name} must be a number, a mapping {{class name: number}} or one number per class, got {value!r}")
+    arr = raw.astype(np.float64)
     if arr.ndim == 0:
         return np.full(len(names), _check_threshold(arr.item(), name))
     if arr.shape != (len(names),):

@@ -354,7 +354,18 @@ EVENT_ERRORS = [
     (np.zeros((3, 2)), ["a", "b"], HOP, {"threshold": [0.5, 2.0]},
      "threshold values must be in [0, 1], got 2.0 for class 'b'"),
     (np.zeros((3, 2)), ["a", "b"], HOP, {"offset_threshold": [0.5, None]},
-     "offset_threshold values must be in [0, 1], got nan for class 'b'"),
+     "offset_threshold must be a number, a mapping {class name: number} or one number per class, "
+     "got [0.5, None]"),
+    (np.zeros((3, 2)), ["a", "b"], HOP, {"threshold": ["0.5", "0.5"]},  # refused as the single "0.5" is
+     "threshold must be a number, a mapping {class name: number} or one number per class, got ['0.5', '0.5']"),
+    (np.zeros((3, 2)), ["a", "b"], HOP, {"threshold": np.array([True, False])},
+     "threshold must be a number, a mapping {class name: number} or one number per class, "
+     "got array([ True, False])"),
+    (np.zeros((3, 2)), ["a", "b"], HOP, {"threshold": [0.5 + 0j, 0.5]},
+     "threshold must be a number, a mapping {class name: number} or one number per class, "
+     "got [(0.5+0j), 0.5]"),
+    (np.zeros((3, 2)), ["a", "b"], HOP, {"threshold": [0.5, float("nan")]},
+     "threshold values must be in [0, 1], got nan for class 'b'"),
     (np.zeros((3, 1)), ["a"], HOP, {"threshold": {"a": 2}}, "threshold['a'] must be a number in [0, 1], got 2"),
     (np.zeros((3, 1)), ["a"], HOP, {"threshold": {"a": "0.5"}},
      "threshold['a'] must be a number in [0, 1], got '0.5'"),
