@@ -134,7 +134,7 @@ def choose_method(kernel: int, cin: int, cout: int, width: int) -> str:
       too but needs a third more weight memory (every output bin has its own copy of the
       shared taps); ``"padded"`` holds the layer's weights and multiplies the padding taps
       (half as much work again). On Cnn14's last block at batch 1 and 8, 2 threads, columns
-      took 0.62-0.74x padded's time and 0.85-1.0x narrow's;
+      took 0.63-0.76x padded's time and 0.82-1.02x narrow's;
     * ``"gemm"``: the first 1 -> C layer, which oneDNN runs at a few GFLOP/s;
     * ``"winograd"``: 3x3 layers from 128 or more to 256 or more channels (1.2-1.9x oneDNN);
     * ``"onednn_cl"``: the rest (the wide maps of the first blocks, where Winograd's
