@@ -39,10 +39,46 @@ def test_chunks_keep_every_step_once_with_their_margins(n, block, step, core_ste
         if c.last:
             assert c.start + len(c.samples) == n and c.keep_to is None
         else:
-            assert c.keep_to * step + plan.margin <= len(c.samples)
+            assert len(c.samples) == c.keep_to * step + plan.margin  # the margin after, nothing more
             kept = c.start + c.keep_to * step
     assert chunks[-1].start + len(chunks[-1].samples) == n
     assert len(chunks) == 1 or len(chunks[0].samples) == plan.core + plan.margin
+
+
+def test_an_empty_stream_gives_no_chunk():
+    plan = ChunkPlan(step=10, core=30, margin=10)
+    assert list(iter_chunks([], plan)) == []
+    assert list(iter_chunks([np.zeros(0, np.float32)] * 3, plan)) == []
+
+
+def test_a_chunk_is_cut_as_soon_as_its_last_needed_sample_arrives():
+    """An interior chunk needs its kept steps plus the margin after them: the push that brings
+    exactly that many samples gives it (a live stream's rows wait no longer than that)."""
+    cutter = ChunkCutter(ChunkPlan(step=10, core=30, margin=10))
+    assert cutter.push(np.zeros(39, np.float32)) == []
+    assert [(c.start, len(c.samples)) for c in cutter.push(np.zeros(1, np.float32))] == [(0, 40)]
+    assert cutter.push(np.zeros(29, np.float32)) == []
+    assert [(c.start, len(c.samples)) for c in cutter.push(np.zeros(1, np.float32))] == [(20, 50)]
+
+
+class _Reach:
+    def __init__(self, jump: int, margin: int) -> None:
+        self.jump, self.margin = jump, margin
+
+
+class _ShortReachModel:
+    """A network whose minimum input is longer than its receptive field reaches."""
+
+    min_samples = 25_000
+
+    def time_reach(self) -> _Reach:
+        return _Reach(jump=10_240, margin=10_240)
+
+
+def test_the_margin_covers_the_minimum_input_in_whole_steps():
+    plan = ChunkPlan.for_model(_ShortReachModel(), 100_000)  # type: ignore[arg-type]
+    assert plan == ChunkPlan(step=10_240, core=92_160, margin=30_720)
+    assert isinstance(plan.margin, int)
 
 
 def _randomised(arch: str) -> torch.nn.Module:

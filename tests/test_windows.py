@@ -204,6 +204,10 @@ def test_a_window_exactly_one_window_long_is_the_whole_input():
     assert plan_windows(400, window=400, hop=150, align=32) == [(0, 400)]
 
 
+def test_without_align_windows_start_on_any_sample():
+    assert plan_windows(101, window=40, hop=25) == [(0, 40), (25, 65), (50, 90), (61, 101)]
+
+
 def _marked(start: int, length: int, window: int) -> tuple[int, np.ndarray]:
     """A window's segments: column 0 the global segment index, column 1 the window's number."""
     return start, np.stack([np.arange(start, start + length), np.full(length, window)], axis=1).astype(float)
