@@ -12,7 +12,7 @@ from conftest import load_goldens, requires_fixtures
 from panns_infer import AudioTagger, conv_methods
 from panns_infer.checkpoint import load_model
 from panns_infer.errors import InvalidArgumentError
-from panns_infer.fast import METHODS, FastCnn, FastConv, optimize, supports
+from panns_infer.fast import METHODS, FastCnn, FastConv, choose_method, optimize, supports
 from panns_infer.models import build_model, list_architectures
 from panns_infer.models.cnn import CNN_CONFIGS
 
@@ -196,3 +196,38 @@ def test_conv_methods_per_layer_are_the_measured_choice(arch, expected):
     catch here, since the outputs would not show it."""
     fast = optimize(build_model(arch).eval())
     assert [conv.method for block in fast.blocks for conv in block.convs] == expected
+
+
+@pytest.mark.parametrize("kernel, cin, cout, width, method", [
+    (3, 1024, 2048, 2, "columns"), (3, 1024, 2048, 3, "winograd"),  # 3x3: two bins at most
+    (5, 64, 128, 3, "columns"), (5, 64, 128, 4, "onednn_cl"),  # 5x5: three bins at most
+    (3, 64, 128, 8, "onednn_cl"), (3, 1, 64, 64, "gemm"),
+])
+def test_the_narrow_map_rule_follows_the_kernel_size(kernel, cin, cout, width, method):
+    """On a map at most ``kernel // 2 + 1`` bins wide every output bin sees every input bin."""
+    assert choose_method(kernel, cin, cout, width) == method
+
+
+def test_release_frees_the_original_blocks_and_the_default_keeps_them():
+    kept, freed = build_model("Cnn6").eval(), build_model("Cnn6").eval()
+    x = torch.randn(1, 32000)
+    with torch.inference_mode():
+        want = kept(x)["clipwise_output"]
+        optimize(kept)
+        optimize(freed, release=True)
+        assert torch.equal(kept(x)["clipwise_output"], want)  # still runs, unchanged
+    assert kept.conv_block1.conv1.weight.device.type == "cpu"
+    assert freed.conv_block1.conv1.weight.device.type == "meta"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_networks_not_in_float32_are_returned_as_they_are(dtype):
+    model = build_model("Cnn6").eval().to(dtype)
+    assert optimize(model) is model
+
+
+def test_optimize_logs_what_it_did(caplog):
+    with caplog.at_level("DEBUG", logger="panns_infer"):
+        optimize(build_model("Cnn6").eval())
+    assert [r.getMessage() for r in caplog.records if r.name == "panns_infer"] == [
+        "optimize: Cnn6 runs with folded batch norm and GEMM convolutions"]
