@@ -231,3 +231,32 @@ def test_optimize_logs_what_it_did(caplog):
         optimize(build_model("Cnn6").eval())
     assert [r.getMessage() for r in caplog.records if r.name == "panns_infer"] == [
         "optimize: Cnn6 runs with folded batch norm and GEMM convolutions"]
+
+
+@pytest.mark.parametrize("arch, lead, tail", [
+    ("Cnn14", 2, 5),  # blocks 1-2 direct convolutions in cache-sized slices; block 6 (two bins) on the whole batch
+    ("Cnn10", 2, 4),  # no two-bin block
+    ("Cnn6", 4, 4),  # every block a direct convolution
+])
+def test_how_the_batch_is_sliced_is_the_measured_plan(arch, lead, tail):
+    """Which blocks run on slices of the batch and which on the whole batch is a measured
+    speed decision that the outputs would not show."""
+    fast = optimize(build_model(arch).eval())
+    assert (fast.lead, fast.tail) == (lead, tail)
+
+
+def test_fast_cnn_by_default_keeps_the_model_and_the_reference_spectrogram():
+    model = build_model("Cnn6").eval()
+    fast = FastCnn(model)
+    assert not fast.fft
+    assert model.conv_block1.conv1.weight.device.type == "cpu"
+
+
+def test_the_fft_opt_in_runs_on_a_hann_window():
+    model = build_model("Cnn6").eval()
+    fast = optimize(model, spectrogram="fft")
+    assert torch.equal(fast.window, torch.hann_window(1024, periodic=True))
+    x = torch.randn(2, 40000, generator=torch.Generator().manual_seed(5)) * 0.1
+    with torch.inference_mode():
+        for key, err in _max_diff(model(x), fast(x)).items():
+            assert err <= 1e-4, key  # noise: the FFT's rounding is far below the tolerance here
