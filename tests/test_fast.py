@@ -10,6 +10,7 @@ import torch
 
 from conftest import load_goldens, requires_fixtures
 from panns_infer import AudioTagger, conv_methods
+from panns_infer import fast as fast_module
 from panns_infer.checkpoint import load_model
 from panns_infer.errors import InvalidArgumentError
 from panns_infer.fast import METHODS, FastCnn, FastConv, choose_method, optimize, supports
@@ -260,3 +261,24 @@ def test_the_fft_opt_in_runs_on_a_hann_window():
     with torch.inference_mode():
         for key, err in _max_diff(model(x), fast(x)).items():
             assert err <= 1e-4, key  # noise: the FFT's rounding is far below the tolerance here
+
+
+@pytest.mark.parametrize("method", ["narrow", "padded"])
+def test_the_two_bin_block_takes_the_whole_batch_in_every_form(method, monkeypatch):
+    choose = fast_module.choose_method
+    monkeypatch.setattr(fast_module, "choose_method",
+                        lambda k, ci, co, w: method if choose(k, ci, co, w) == "columns" else choose(k, ci, co, w))
+    fast = optimize(build_model("Cnn14").eval())
+    assert [c.method for c in fast.blocks[-1].convs] == [method, method]
+    assert (fast.lead, fast.tail) == (2, 5)
+
+
+def test_the_dft_computes_only_the_bins_the_mel_bank_uses():
+    """At 32 kHz the 64 mel bands (50 Hz - 14 kHz) read STFT bins 2..447 of 513: the real and
+    imaginary kernels of those 446 bins, as one convolution."""
+    model = build_model("Cnn14").eval()
+    fast = optimize(model)
+    assert tuple(fast.dft.shape) == (2 * 446, 1, 1024)
+    stft = model.spectrogram_extractor.stft
+    assert torch.equal(fast.dft[:446], stft.conv_real.weight[2:448])
+    assert torch.equal(fast.dft[446:], stft.conv_imag.weight[2:448])
