@@ -364,6 +364,8 @@ EVENT_ERRORS = [
     (np.zeros((3, 2)), ["a", "b"], HOP, {"threshold": [0.5 + 0j, 0.5]},
      "threshold must be a number, a mapping {class name: number} or one number per class, "
      "got [(0.5+0j), 0.5]"),
+    (np.zeros((3, 2)), ["a", "b"], HOP, {"threshold": [[0.5], 0.5]},  # ragged
+     "threshold must be a number, a mapping {class name: number} or one number per class, got [[0.5], 0.5]"),
     (np.zeros((3, 2)), ["a", "b"], HOP, {"threshold": [0.5, float("nan")]},
      "threshold values must be in [0, 1], got nan for class 'b'"),
     (np.zeros((3, 1)), ["a"], HOP, {"threshold": {"a": 2}}, "threshold['a'] must be a number in [0, 1], got 2"),
