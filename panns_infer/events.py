@@ -397,18 +397,13 @@ def _per_class(value: Any, name: str, names: list[str], index_of: dict[str, int]
                 raise InvalidArgumentError(f"{name} names an unknown class {label!r}{_suggest(label, names)}")
             out[index_of[label]] = _check_threshold(thr, f"{name}[{label!r}]")
         return out
-    if isinstance(value, (str, bytes, bool, np.bool_)) or value is None:
-        raise InvalidArgumentError(
-            f"{name} must be a number, a mapping {{class name: number}} or one number per class, got {value!r}")
+    refusal = f"{name} must be a number, a mapping {{class name: number}} or one number per class, got {value!r}"
     try:
         raw = np.asarray(value)
     except (TypeError, ValueError) as exc:  # ragged nesting
-        raise InvalidArgumentError(
-            f"{name} must be a number, a mapping {{class name: number}} or one number per class, "
-            f"got {value!r}") from exc
-    if raw.dtype.kind not in "iuf":  # strings, booleans, complex or mixed values are not numbers here
-        raise InvalidArgumentError(
-            f"{name} must be a number, a mapping {{class name: number}} or one number per class, got {value!r}")
+        raise InvalidArgumentError(refusal) from exc
+    if raw.dtype.kind not in "iuf":  # strings, bytes, booleans, None, complex or mixed values are not numbers here
+        raise InvalidArgumentError(refusal)
     arr = raw.astype(np.float64)
     if arr.ndim == 0:
         return np.full(len(names), _check_threshold(arr.item(), name))
