@@ -144,3 +144,15 @@ def fixture_checkpoint(tmp_path_factory):
     yield build
     for path in built.values():
         path.unlink(missing_ok=True)
+
+
+def last_block_as(method: str):
+    """A ``choose_method`` for monkeypatching ``panns_infer.fast``: the default choice, except
+    that the two-bin layers (default ``"columns"``) run ``method``."""
+    from panns_infer.fast import choose_method
+
+    def choose(kernel: int, cin: int, cout: int, width: int) -> str:
+        chosen = choose_method(kernel, cin, cout, width)
+        return method if chosen == "columns" else chosen
+
+    return choose

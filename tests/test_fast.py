@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import load_goldens, requires_fixtures
+from conftest import last_block_as, load_goldens, requires_fixtures
 from panns_infer import AudioTagger, conv_methods
 from panns_infer import fast as fast_module
 from panns_infer.checkpoint import load_model
@@ -265,9 +265,7 @@ def test_the_fft_opt_in_runs_on_a_hann_window():
 
 @pytest.mark.parametrize("method", ["narrow", "padded"])
 def test_the_two_bin_block_takes_the_whole_batch_in_every_form(method, monkeypatch):
-    choose = fast_module.choose_method
-    monkeypatch.setattr(fast_module, "choose_method",
-                        lambda k, ci, co, w: method if choose(k, ci, co, w) == "columns" else choose(k, ci, co, w))
+    monkeypatch.setattr(fast_module, "choose_method", last_block_as(method))
     fast = optimize(build_model("Cnn14").eval())
     assert [c.method for c in fast.blocks[-1].convs] == [method, method]
     assert (fast.lead, fast.tail) == (2, 5)

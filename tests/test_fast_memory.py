@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import load_goldens, requires_fixtures
+from conftest import last_block_as, load_goldens, requires_fixtures
 from panns_infer import AudioTagger
 from panns_infer import fast as fast_module
 from panns_infer.checkpoint import load_model, read_state_dict
@@ -78,16 +78,6 @@ def test_columns_holds_the_layers_weights_and_computes_its_sums(cin, cout):
         assert float((got - want).abs().max()) <= 1e-6 * max(1.0, float(want.abs().max())), (batch, steps)
 
 
-_CHOOSE = fast_module.choose_method
-
-
-def _last_block_as(method):
-    def choose(kernel, cin, cout, width):
-        chosen = _CHOOSE(kernel, cin, cout, width)
-        return method if chosen == "columns" else chosen
-    return choose
-
-
 @requires_fixtures
 @pytest.mark.parametrize("arch", CNN14_FAMILY)
 def test_the_last_blocks_forms_agree_on_whole_networks(arch, fixture_checkpoint, monkeypatch):
@@ -100,7 +90,7 @@ def test_the_last_blocks_forms_agree_on_whole_networks(arch, fixture_checkpoint,
     forms = {}
     for method in ("narrow", "padded"):
         with monkeypatch.context() as patch:
-            patch.setattr(fast_module, "choose_method", _last_block_as(method))
+            patch.setattr(fast_module, "choose_method", last_block_as(method))
             forms[method] = optimize(load_model(path, arch=arch).eval(), release=True)
         assert [c.method for c in forms[method].blocks[-1].convs] == [method, method]
     _, _, waves = load_goldens(arch)
