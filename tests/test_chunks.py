@@ -101,13 +101,16 @@ def test_a_sample_changes_only_the_steps_its_derived_reach_names(arch):
     n = model.target_length(2 * reach.margin + 6 * reach.jump)
     x = torch.from_numpy((np.random.default_rng(0).standard_normal(n) * 0.1).astype(np.float32))
     positions = [reach.margin + 2 * reach.jump + 7, n // 2 + 1]
-    batch = x.repeat(1 + len(positions), 1)
-    for row, t in enumerate(positions, start=1):
-        batch[row, t] += 0.5
+    # each signal is its own batch of one: a matrix product may round a row differently by its
+    # place in the batch (the tail of a blocked product), which is not a change the sample made
+    signals = [x]
+    for t in positions:
+        signals.append(x.clone())
+        signals[-1][t] += 0.5
     with torch.inference_mode():
-        steps = model.step_outputs(batch)
-    key = "features" if "features" in steps else "segmentwise_output"
-    out = steps[key]
+        steps = [model.step_outputs(s[None]) for s in signals]
+    key = "features" if "features" in steps[0] else "segmentwise_output"
+    out = [s[key][0] for s in steps]
     for row, t in enumerate(positions, start=1):
         changed = np.flatnonzero((out[row] - out[0]).abs().amax(dim=1).numpy() > 0)
         first = -(-(t - reach.hi) // reach.jump)  # steps i with i*jump + lo <= t <= i*jump + hi
