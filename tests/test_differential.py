@@ -134,7 +134,10 @@ def test_cnn14_tags_and_embeds_every_signal_as_the_reference(expected, tagger):
         check(name, "embedding (alone)", ours.embed(SIGNALS[name]), refs[name]["embedding"])
         check(name, "probabilities (batched)", batched[i]["clipwise_output"], refs[name]["clipwise_output"])
         check(name, "embedding (batched)", batched[i]["embedding"], refs[name]["embedding"])
-    assert np.array_equal(ours.embed([SIGNALS[n] for n in names[:3]]), np.stack([b["embedding"] for b in batched[:3]]))
+    # embed() of a batch is infer()'s embedding of that batch (batches of other sizes may round
+    # differently in the last bits: a blocked matrix product's rows depend on the batch's size)
+    first = [SIGNALS[n] for n in names[:3]]
+    assert np.array_equal(ours.embed(first), np.stack([b["embedding"] for b in ours.infer(first)]))
 
 
 def test_decision_level_framewise_on_every_signal_as_the_reference(expected, tagger):
