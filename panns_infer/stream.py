@@ -139,7 +139,27 @@ def plan_live(engine: Engine, *, window: float, hop: float) -> LivePlan:
     return LivePlan(win, step, segment)
 
 
-class LiveRun:
+class LiveRunBase:
+    """What every live run holds: the engine, labels and plan, the output options, the event
+    tracker, and the updates computed but not yet returned. The windowed :class:`LiveRun` and
+    the exact :class:`~panns_infer.stream_exact.ExactRun` build on it."""
+
+    def __init__(self, engine: Engine, class_names: Sequence[str], plan: object, *, top_k: int,
+                 events: Optional[dict], offset: float) -> None:
+        self.engine, self.names, self.plan = engine, list(class_names), plan
+        model = engine.model
+        self.rate = model.sample_rate
+        self.top_k, self.offset = top_k, offset
+        self.sed = model.has_framewise
+        self.fps = model.frames_per_segment
+        self.frontend = model.frontend_config
+        self.tracker = EventTracker(self.names, self.frontend.frame_seconds, time_offset=offset, **events) \
+            if events is not None and self.sed else None
+        self._outbox: list[StreamUpdate] = []  # computed, not yet returned
+        self._done = False
+
+
+class LiveRun(LiveRunBase):
     """Updates for one uninterrupted stretch of samples at the model's rate.
 
     Args:
@@ -155,18 +175,11 @@ class LiveRun:
 
     def __init__(self, engine: Engine, class_names: Sequence[str], plan: LivePlan, *, top_k: int = 10,
                  embeddings: bool = False, events: Optional[dict] = None, offset: float = 0.0) -> None:
-        self.engine, self.names, self.plan = engine, list(class_names), plan
-        model = engine.model
-        self.rate = model.sample_rate
-        self.top_k, self.offset = top_k, offset
-        self.sed = model.has_framewise
+        super().__init__(engine, class_names, plan, top_k=top_k, events=events, offset=offset)
+        self.plan: LivePlan = plan
         self.outputs = ["clipwise_output"] + (["segmentwise_output"] if self.sed else []) + \
             (["embedding"] if embeddings else [])
-        self.fps = model.frames_per_segment
-        self.frame_hop = model.frontend_config.frame_seconds
-        self.frontend = model.frontend_config
-        self.tracker = EventTracker(self.names, self.frame_hop, time_offset=offset, **events) \
-            if events is not None and self.sed else None
+        self.frame_hop = self.frontend.frame_seconds
         self._buffer = np.zeros(0, dtype=np.float32)
         self._buffer_start = 0          # sample index of self._buffer[0]
         self._chunks: list = []          # pushed, not yet in self._buffer
@@ -178,8 +191,6 @@ class LiveRun:
         self._window_start = 0
         self._own_from = 0               # first segment of that window not yet emitted
         self._frames_out = 0             # frames emitted
-        self._outbox: list = []          # updates computed, not yet returned
-        self._done = False
 
     @property
     def received(self) -> int:

@@ -46,9 +46,8 @@ from .chunks import Chunk, ChunkCutter, ChunkPlan, StepAssembler
 from .engine import Engine
 from .errors import InvalidArgumentError
 from .events import Event
-from .online_events import EventTracker
 from .results import Tags, expand_segments
-from .stream import StreamUpdate
+from .stream import LiveRunBase, StreamUpdate
 
 __all__ = ["ExactLivePlan", "ExactRun", "plan_exact_live"]
 
@@ -98,7 +97,7 @@ def plan_exact_live(engine: Engine, *, window: Optional[float], hop: float) -> E
     return ExactLivePlan(chunks, steps)
 
 
-class ExactRun:
+class ExactRun(LiveRunBase):
     """Updates for one uninterrupted stretch of samples at the model's rate, in exact chunks.
 
     Args:
@@ -114,25 +113,17 @@ class ExactRun:
 
     def __init__(self, engine: Engine, class_names: Sequence[str], plan: ExactLivePlan, *, top_k: int = 10,
                  embeddings: bool = False, events: Optional[dict] = None, offset: float = 0.0) -> None:
-        self.engine, self.names, self.plan = engine, list(class_names), plan
-        model = engine.model
-        self.rate, self.step = model.sample_rate, plan.chunks.step
-        self.top_k, self.offset = top_k, offset
-        self.sed = model.has_framewise
-        self.fps = model.frames_per_segment
-        self.frontend = model.frontend_config
+        super().__init__(engine, class_names, plan, top_k=top_k, events=events, offset=offset)
+        self.plan: ExactLivePlan = plan
+        self.step = plan.chunks.step
         self.clip_outputs = ["clipwise_output"] + (["embedding"] if embeddings else [])
-        self.tracker = EventTracker(self.names, self.frontend.frame_seconds, time_offset=offset, **events) \
-            if events is not None and self.sed else None
         self._cutter = ChunkCutter(plan.chunks)
         self._pending: deque[Chunk] = deque()  # cut, not yet run
-        self._outbox: list[StreamUpdate] = []  # computed, not yet returned
         self._since_start = StepAssembler(engine.runner, self.clip_outputs) if plan.window is None else None
         self._recent: Optional[dict[str, torch.Tensor]] = None  # the steps of the tag window
         self._steps_out = 0                    # steps emitted
         self._frames_out = 0                   # framewise rows emitted
         self._last_segment: Optional[np.ndarray] = None  # the last segment row emitted
-        self._done = False
 
     @property
     def received(self) -> int:
