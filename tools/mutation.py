@@ -65,7 +65,7 @@ GROUPS: dict[str, tuple[list[str], list[str], list[str]]] = {
     "cli": (  # exit codes and what a failed file leaves behind
         ["panns_infer/cli/__init__.py", "panns_infer/cli/tagging.py", "panns_infer/cli/events.py",
          "panns_infer/cli/common.py"],
-        ["tests/test_exit_codes.py", "tests/test_cli.py", "tests/test_cli_outputs.py"],
+        ["tests/test_exit_codes.py", "tests/test_cli.py", "tests/test_cli_outputs.py", "tests/test_corpus.py"],
         ["panns_infer.cli.x__run_*", "panns_infer.cli.x_main_*", "panns_infer.cli.x__reader_gone_*",
          "panns_infer.cli.tagging.x_tag_files_*", "panns_infer.cli.tagging.x_resume_*",
          "panns_infer.cli.events.*", "panns_infer.cli.common.x_report_failure_*"],
