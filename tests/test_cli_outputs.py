@@ -192,6 +192,16 @@ def test_several_plots_never_share_an_image():
     assert plot_paths("one.png", ["a.wav"]) == {"a.wav": "one.png"}
 
 
+def test_plot_names_carry_position_and_base_name():
+    assert plot_paths("figs/ev.svg", ["d1/a.wav", "d2/a.flac"]) == {"d1/a.wav": "figs/ev_1_a.svg",
+                                                                  "d2/a.flac": "figs/ev_2_a.svg"}
+    assert plot_paths("ev", ["x.wav", "y.wav"]) == {"x.wav": "ev_1_x.png", "y.wav": "ev_2_y.png"}  # no extension
+    many = plot_paths("p.png", [f"s{i}.wav" for i in range(10)])
+    assert many["s0.wav"] == "p_01_s0.png" and many["s9.wav"] == "p_10_s9.png"  # positions padded alike
+    odd = plot_paths("p.png", ["a\\b\nc.wav", "tab\there.wav"])  # unprintable and path characters
+    assert list(odd.values()) == ["p_1_a_b_c.png", "p_2_tab_here.png"]
+
+
 # -- options, checked before anything loads ----------------------------------------------------
 
 
