@@ -855,3 +855,37 @@ def test_events_tsv_refuses_a_tsv_it_did_not_write_and_names_it_cannot_hold(tmp_
     assert not events.has("ok.wav")  # nothing of a refused batch is written
     events.close()
     assert tsv_name_problem(None) is None and tsv_name_problem("XX \"a\", b.wav") is None
+
+
+@requires_fixtures
+@pytest.mark.parametrize("suffix", [".log", ".tsv"])
+def test_events_records_in_full_and_overwrite(run, tmp_path, capsys, suffix):
+    """An events run's records (JSONL, or the TSV's companion records): the header names the
+    events run, each record its file's size, mtime, duration and rate, events end within the
+    file, a failed file its error; other options need --overwrite, which starts afresh."""
+    files = make_corpus(tmp_path / "c")
+    short = files[-1]  # 0.1 s: shorter than one 0.5 s segment, so clipping at the file's end shows
+    bad = tmp_path / "c" / "text.wav"
+    bad.write_text("not audio")
+    out = tmp_path / f"ev{suffix}"
+    opts = ["--events", "--segment", "0.5", "--hop", "0.25", "--threshold", "0.05", "-o", str(out)]
+    opts += ["--format", "jsonl"] if suffix == ".log" else []  # a JSONL file under another extension
+    assert run(files[0], short, str(bad), *opts) == 1
+    capsys.readouterr()
+    records_path = out if suffix == ".log" else Path(str(out) + ".jsonl")
+    header = json.loads(records_path.read_bytes().split(b"\n")[0])
+    assert header["options"]["output"] == "events" and header["options"]["threshold"] == 0.05
+    records = {r["path"]: r for r in _jsonl(records_path)}
+    assert set(records) == {files[0], short, str(bad)}
+    for path in (files[0], short):
+        rec, st, info = records[path], os.stat(path), soundfile.info(path)
+        assert (rec["size"], rec["mtime"], rec["sample_rate"]) == (st.st_size, st.st_mtime, info.samplerate)
+        assert rec["duration"] == pytest.approx(info.frames / info.samplerate) and "error" not in rec
+        assert rec["events"] and max(e["offset"] for e in rec["events"]) <= rec["duration"] + 1e-9
+    assert records[str(bad)]["duration"] is None and "cannot" in records[str(bad)]["error"]
+    assert run(files[0], *[o if o != "0.05" else "0.06" for o in opts]) == 2  # other options
+    assert "--overwrite" in capsys.readouterr().err
+    assert run(files[0], *[o if o != "0.05" else "0.06" for o in opts], "--overwrite") == 0
+    assert [r["path"] for r in _jsonl(records_path)] == [files[0]]
+    if suffix == ".tsv":
+        assert {line.split("\t")[0] for line in out.read_text().splitlines()[1:]} == {files[0]}
