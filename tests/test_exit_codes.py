@@ -3,14 +3,14 @@ that scripts can tell a failed run."""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import soundfile
 
 from conftest import requires_fixtures
 from panns_infer.cli import main
-
-pytestmark = requires_fixtures
 
 # (extra arguments, output file name or None, whether the mode needs a decision-level checkpoint)
 MODES = {
@@ -43,6 +43,7 @@ def _run(mode, files, checkpoints, labels_csv, tmp_path):
     return main(args)
 
 
+@requires_fixtures
 @pytest.mark.parametrize("mode", sorted(MODES))
 def test_a_failed_file_makes_the_exit_status_1_in_every_mode(mode, checkpoints, labels_csv, tmp_path, capsys):
     good = tmp_path / "good.wav"
@@ -58,3 +59,51 @@ def test_a_failed_file_makes_the_exit_status_1_in_every_mode(mode, checkpoints, 
     assert "panns-tag: 1 of 2 file(s) failed" in lines, err
     (tmp_path / "b").mkdir()
     assert _run(mode, [str(good)], checkpoints, labels_csv, tmp_path / "b") == 0
+
+
+def test_a_reader_that_went_away_ends_quietly_with_141(monkeypatch, tmp_path):
+    """The broken pipe of ``panns-tag ... | head -1`` (in a real pipe in tests/test_pipes.py):
+    status 141, and stdout and stderr now point at the null device, so what is left in their
+    buffers cannot fail again."""
+    import panns_infer.cli as cli
+
+    out, err = open(tmp_path / "out", "w"), open(tmp_path / "err", "w")
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", err)
+
+    def gone(args, parser):
+        raise BrokenPipeError
+
+    monkeypatch.setattr(cli, "_run", gone)
+    assert main(["x.wav"]) == 141
+    for stream in (out, err):
+        stream.write("left in the buffer\n")
+        stream.flush()
+        stream.close()
+    assert (tmp_path / "out").read_text() == "" and (tmp_path / "err").read_text() == ""
+
+
+def test_streams_without_a_file_descriptor_do_not_stop_the_quiet_exit(monkeypatch):
+    import io
+
+    import panns_infer.cli as cli
+
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert cli._reader_gone() == 141
+
+
+@pytest.mark.parametrize("error, status, message", [
+    (KeyboardInterrupt(), 130, "panns-tag: interrupted"),
+    (PermissionError(13, "Permission denied", "out.jsonl"), 2,
+     "panns-tag: error: [Errno 13] Permission denied: 'out.jsonl'"),
+])
+def test_interrupts_and_refused_files_end_with_one_line(monkeypatch, capsys, error, status, message):
+    import panns_infer.cli as cli
+
+    def fail(args, parser):
+        raise error
+
+    monkeypatch.setattr(cli, "_run", fail)
+    assert main(["x.wav"]) == status
+    assert capsys.readouterr().err.splitlines() == [message]
