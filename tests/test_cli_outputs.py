@@ -180,7 +180,7 @@ def test_events_name_the_full_path_and_refuse_names_a_tsv_cannot_hold(run, tmp_p
     assert {row[0] for row in rows} == set(same)  # two files with one base name stay apart
     tsv = tmp_path / "ev.tsv"
     code, _, err = run(*same, tab, *opts, "-o", str(tsv))
-    assert code == 1
+    assert code == 1 and f"panns-tag: {tab}: {tab!r} holds a tab or a line break" in err
     rows = [line.split("\t") for line in tsv.read_text().splitlines()[1:]]
     assert {row[0] for row in rows} == {os.path.realpath(p) for p in same} and all(len(r) == 4 for r in rows)
 
@@ -198,8 +198,8 @@ def test_plot_names_carry_position_and_base_name():
     assert plot_paths("ev", ["x.wav", "y.wav"]) == {"x.wav": "ev_1_x.png", "y.wav": "ev_2_y.png"}  # no extension
     many = plot_paths("p.png", [f"s{i}.wav" for i in range(10)])
     assert many["s0.wav"] == "p_01_s0.png" and many["s9.wav"] == "p_10_s9.png"  # positions padded alike
-    odd = plot_paths("p.png", ["a\\b\nc.wav", "tab\there.wav"])  # unprintable and path characters
-    assert list(odd.values()) == ["p_1_a_b_c.png", "p_2_tab_here.png"]
+    odd = plot_paths("p.png", ["a\\b\nc.wav", "tab\there.wav", "MIX_X.wav"])  # unprintable and path characters
+    assert list(odd.values()) == ["p_1_a_b_c.png", "p_2_tab_here.png", "p_3_MIX_X.png"]
 
 
 # -- options, checked before anything loads ----------------------------------------------------
@@ -309,3 +309,36 @@ def test_one_vocabulary_in_every_output(run, tmp_path):
         assert core <= set(next(csv.DictReader(f)))
     _, out, _ = run(wav, "--events", "--segment", "0.5", "--format", "json")
     assert core <= set(json.loads(out))
+
+
+@requires_fixtures
+def test_events_runs_show_progress_on_a_terminal_unless_told_not_to(cnn6, labels_csv, tmp_path, monkeypatch):
+    """Files done and how far a long file has got, in both events modes (to a file, to stdout),
+    only on a terminal and never with --no-progress; stdout records name the checkpoint."""
+    short = _wav(tmp_path / "short.wav", seconds=1.0)
+    long = _wav(tmp_path / "long.wav", seconds=65.0, rate=8000)
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(corpus_run.Progress, "interval", 0.0)
+    common = ["-c", cnn6, "--labels", str(labels_csv), "--events", "--segment", "2", "--hop", "1"]
+
+    def shown(*args: str) -> tuple[str, str]:
+        screen, out = Terminal(), io.StringIO()
+        with monkeypatch.context() as mp:
+            mp.setattr("sys.stderr", screen)
+            mp.setattr("sys.stdout", out)
+            assert main([*args, *common]) == 0
+        return screen.getvalue(), out.getvalue()
+
+    err, _ = shown(short, long, "-o", str(tmp_path / "ev.jsonl"))
+    assert "2/2 files" in err and "1/2 files  long.wav: 100% (65 of 65 s)" in err
+    err, _ = shown(short, "-o", str(tmp_path / "ev2.jsonl"), "--no-progress")
+    assert err == ""
+    err, out = shown(long, "--format", "json")
+    assert "\rlong.wav: 100.0% (65/65 s)" in err
+    assert json.loads(out.splitlines()[0])["model"] == os.path.basename(cnn6)
+    err, _ = shown(long, "--no-progress")
+    assert err == ""

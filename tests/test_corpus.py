@@ -889,3 +889,43 @@ def test_events_records_in_full_and_overwrite(run, tmp_path, capsys, suffix):
     assert [r["path"] for r in _jsonl(records_path)] == [files[0]]
     if suffix == ".tsv":
         assert {line.split("\t")[0] for line in out.read_text().splitlines()[1:]} == {files[0]}
+
+
+@requires_fixtures
+def test_events_to_a_file_count_and_explain_every_failure(run, tmp_path, capsys, caplog):
+    good = _write(tmp_path / "good.wav", 0.5, 32000)
+    bad = [tmp_path / "bad1.wav", tmp_path / "bad2.wav"]
+    for path in bad:
+        path.write_text("not audio")
+    opts = ["--events", "--segment", "0.5", "-o", str(tmp_path / "ev.jsonl")]
+    with caplog.at_level(logging.ERROR, logger="panns_infer"):
+        assert run(str(bad[0]), good, str(bad[1]), *opts, "--debug") == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert "panns-tag: 2 of 3 file(s) failed" in lines
+    assert sum(line.startswith(f"panns-tag: {bad[0]}: ") and "cannot" in line for line in lines) == 1
+    logged = [r for r in caplog.records if r.exc_info]
+    assert [str(bad[0]) in r.getMessage() for r in logged] == [True, False]
+    assert all(r.exc_info[0] is AudioDecodeError for r in logged)
+
+
+@requires_fixtures
+def test_an_interrupted_events_tsv_run_writes_no_tsv_and_resumes(run, tmp_path, monkeypatch):
+    from panns_infer.cli import events as cli_events
+
+    files = make_corpus(tmp_path / "c")[:3]
+    tsv = tmp_path / "ev.tsv"
+    opts = ["--events", "--segment", "0.5", "--threshold", "0.05", "-o", str(tsv)]
+    real, calls = cli_events._detect, []
+
+    def stop_at_the_third(*args, **kwargs):
+        calls.append(args[1])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cli_events, "_detect", stop_at_the_third)
+    assert run(*files, *opts) == 130
+    assert not tsv.exists() and len(_jsonl(str(tsv) + ".jsonl")) == 2  # records of the finished files only
+    monkeypatch.setattr(cli_events, "_detect", real)
+    assert run(*files, *opts) == 0
+    assert {line.split("\t")[0] for line in tsv.read_text().splitlines()[1:]} == set(files)
