@@ -62,7 +62,6 @@ def events_to_file(tagger: "AudioTagger", files: list[str], args: argparse.Names
     records = (EventsTsv(args.output, header=header, overwrite=args.overwrite) if out_format == "tsv"
                else RecordFile(args.output, header=header, format="jsonl", top_k=0, overwrite=args.overwrite))
     failed = 0
-    finished = False
     try:
         todo = resume(resolved(files), records, None)
         bar = Progress(len(todo), enabled=not args.no_progress and sys.stderr.isatty())
@@ -87,10 +86,9 @@ def events_to_file(tagger: "AudioTagger", files: list[str], args: argparse.Names
                 records.append([res])
             bar.update([res])
         bar.clear()
-        finished = True
     finally:
         records.close()
-    if finished and isinstance(records, EventsTsv):
+    if isinstance(records, EventsTsv):  # only after every file: an exception skips it
         records.finalize()
     if failed:
         print(f"panns-tag: {failed} of {len(todo)} file(s) failed", file=sys.stderr)
