@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from panns_infer.cli.events import plot_paths
 from panns_infer.corpus import run as corpus_run
 from panns_infer.corpus import tag_corpus
 from panns_infer.corpus.header import output_lock
+from panns_infer.errors import AudioDecodeError
 
 
 def _wav(path: Path, seconds: float = 0.5, rate: int = 32000, seed: int = 0) -> str:
@@ -342,3 +344,39 @@ def test_events_runs_show_progress_on_a_terminal_unless_told_not_to(cnn6, labels
     assert json.loads(out.splitlines()[0])["model"] == os.path.basename(cnn6)
     err, _ = shown(long, "--no-progress")
     assert err == ""
+
+
+@requires_fixtures
+def test_events_json_on_stdout_has_a_record_for_each_failed_file(cnn6, labels_csv, tmp_path, capsys, caplog):
+    good = _wav(tmp_path / "good.wav", seconds=1.0)
+    bad = [tmp_path / "bad1.wav", tmp_path / "bad2.wav"]
+    for path in bad:
+        path.write_text("not audio")
+    args = [str(bad[0]), good, str(bad[1]), "-c", cnn6, "--labels", str(labels_csv), "--events",
+            "--segment", "0.5", "--format", "json", "--debug"]
+    with caplog.at_level(logging.ERROR, logger="panns_infer"):
+        assert main(args) == 1
+    out, err = capsys.readouterr()
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["path"] for r in records] == [str(bad[0]), good, str(bad[1])]
+    failed = records[0]
+    assert set(failed) == {"path", "duration", "sample_rate", "model", "error"}
+    assert (failed["duration"], failed["sample_rate"], failed["model"]) == (None, None, os.path.basename(cnn6))
+    assert f"panns-tag: {bad[0]}: {failed['error']}" in err.splitlines() and "cannot" in failed["error"]
+    assert "panns-tag: 2 of 3 file(s) failed" in err.splitlines()
+    assert [r.exc_info[0] for r in caplog.records if r.exc_info] == [AudioDecodeError, AudioDecodeError]
+
+
+@requires_fixtures
+def test_plots_carry_the_log_mel_of_the_file(fixture_checkpoint, labels_csv, tmp_path, monkeypatch):
+    from panns_infer.results import Framewise
+
+    sed = str(fixture_checkpoint("Cnn14_DecisionLevelMax", name="Cnn14_DecisionLevelMax.pth"))
+    wav = _wav(tmp_path / "a.wav", seconds=1.0)
+    seen = []
+    monkeypatch.setattr(Framewise, "plot", lambda self, path, top_k=10, logmel=None: seen.append((path, top_k, logmel)))
+    assert main([wav, "-c", sed, "--labels", str(labels_csv), "--events", "--plot", str(tmp_path / "a.png"),
+                 "-k", "4", "--no-progress"]) == 0
+    [(path, top_k, logmel)] = seen
+    assert (path, top_k) == (str(tmp_path / "a.png"), 4)
+    assert logmel is not None and logmel.shape == (101, 64)  # the file's frames (1 s at a 10 ms hop) x mel bins
