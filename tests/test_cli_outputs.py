@@ -364,7 +364,9 @@ def test_events_json_on_stdout_has_a_record_for_each_failed_file(cnn6, labels_cs
     assert (failed["duration"], failed["sample_rate"], failed["model"]) == (None, None, os.path.basename(cnn6))
     assert f"panns-tag: {bad[0]}: {failed['error']}" in err.splitlines() and "cannot" in failed["error"]
     assert "panns-tag: 2 of 3 file(s) failed" in err.splitlines()
-    assert [r.exc_info[0] for r in caplog.records if r.exc_info] == [AudioDecodeError, AudioDecodeError]
+    logged = [r for r in caplog.records if r.exc_info]
+    assert [(r.name, r.getMessage(), r.exc_info[0]) for r in logged] == [
+        ("panns_infer", f"while tagging {path}", AudioDecodeError) for path in bad]
 
 
 @requires_fixtures
