@@ -382,3 +382,30 @@ def test_plots_carry_the_log_mel_of_the_file(fixture_checkpoint, labels_csv, tmp
     [(path, top_k, logmel)] = seen
     assert (path, top_k) == (str(tmp_path / "a.png"), 4)
     assert logmel is not None and logmel.shape == (101, 64)  # the file's frames (1 s at a 10 ms hop) x mel bins
+
+
+@requires_fixtures
+def test_paths_as_given_on_stdout_and_once_each_in_records(run, tmp_path, monkeypatch):
+    """stdout shows each path as it was given; an output file keys records by the resolved path,
+    so one file named twice is tagged and recorded once."""
+    _wav(tmp_path / "a.wav", seconds=1.0)
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run("./a.wav", "-k", "1")
+    assert code == 0 and out.splitlines()[0] == "./a.wav:"
+    (tmp_path / "bad.wav").write_text("not audio")
+    code, _, err = run("a.wav", "./a.wav", "bad.wav", "-k", "1", "-o", "out.jsonl")
+    assert code == 1
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert [json.loads(line)["path"] for line in lines[1:]] == [os.path.realpath(n) for n in ("a.wav", "bad.wav")]
+    assert f"panns-tag: {os.path.realpath('bad.wav')}: " in err  # named as its record is
+
+
+@requires_fixtures
+def test_embeddings_from_a_decision_level_checkpoint_are_refused_with_the_reason(run, fixture_checkpoint, tmp_path):
+    sed = str(fixture_checkpoint("Cnn14_DecisionLevelMax", name="Cnn14_DecisionLevelMax.pth"))
+    wav = _wav(tmp_path / "a.wav", seconds=1.0)
+    code, out, err = run(wav, "--embeddings", str(tmp_path / "e.npz"), checkpoint=sed)
+    assert (code, out) == (2, "")
+    assert err.splitlines() == ["panns-tag: error: Cnn14_DecisionLevelMax is a decision-level model and has no "
+                                "embedding output: drop --embeddings or use a clip-level checkpoint"]
+    assert not (tmp_path / "e.npz").exists()
