@@ -409,3 +409,59 @@ def test_embeddings_from_a_decision_level_checkpoint_are_refused_with_the_reason
     assert err.splitlines() == ["panns-tag: error: Cnn14_DecisionLevelMax is a decision-level model and has no "
                                 "embedding output: drop --embeddings or use a clip-level checkpoint"]
     assert not (tmp_path / "e.npz").exists()
+
+
+@requires_fixtures
+def test_records_in_a_named_format_and_full_csv_columns(run, tmp_path, labels_csv):
+    wav = _wav(tmp_path / "a.wav", seconds=1.0)
+    code, _, _ = run(wav, "-k", "2", "-o", str(tmp_path / "tags.log"), "--format", "jsonl")
+    assert code == 0
+    lines = (tmp_path / "tags.log").read_text().splitlines()
+    assert len(json.loads(lines[1])["labels"]) == 2
+    code, _, _ = run(wav, "-k", "1", "-o", str(tmp_path / "tags.csv"), "--full")
+    assert code == 0
+    with open(tmp_path / "tags.csv", newline="") as handle:
+        rows = [row for row in csv.reader(handle) if row and not row[0].startswith("#")]
+    names = [row[2] for row in csv.reader(open(labels_csv, newline=""))][1:]
+    assert rows[0][-len(names):] == names and len(rows[1]) == len(rows[0])
+
+
+@requires_fixtures
+def test_an_embeddings_store_of_other_options_needs_overwrite_and_leaves_no_new_records(run, tmp_path):
+    wav = _wav(tmp_path / "a.wav", seconds=1.0)
+    emb, out = tmp_path / "e.npz", tmp_path / "new.jsonl"
+    assert run(wav, "--embeddings", str(emb))[0] == 0
+    with np.load(emb) as z:
+        assert json.loads(str(z["header"]))["options"]["output"] == "embeddings"
+    code, _, err = run(wav, "--embeddings", str(emb), "--whole-up-to", "5", "-o", str(out))
+    assert code == 2 and "--overwrite" in err
+    assert not out.exists()  # the records file this run created is removed with it
+    code, _, err = run(wav, "--embeddings", str(emb), "--whole-up-to", "5")
+    assert code == 2 and "--overwrite" in err
+    assert run(wav, "--embeddings", str(emb), "--whole-up-to", "5", "--overwrite")[0] == 0
+    with np.load(emb) as z:
+        assert json.loads(str(z["header"]))["options"]["whole_up_to"] == 5
+
+
+@requires_fixtures
+def test_an_interrupted_embeddings_run_lets_the_next_one_finish(run, tmp_path, monkeypatch):
+    from panns_infer import corpus
+
+    files = [_wav(tmp_path / f"{i}.wav", seconds=1.0, seed=i) for i in range(3)]
+    emb = tmp_path / "e.npz"
+    real = corpus.tag_corpus
+
+    def interrupted(*args, **kwargs):
+        for n, batch in enumerate(real(*args, **kwargs)):
+            if n == 1:
+                raise KeyboardInterrupt
+            yield batch
+
+    monkeypatch.setattr(corpus, "tag_corpus", interrupted)
+    assert run(*files, "--embeddings", str(emb), "--batch-size", "1")[0] == 130
+    assert not emb.exists()
+    monkeypatch.setattr(corpus, "tag_corpus", real)
+    code, _, err = run(*files, "--embeddings", str(emb))  # the lock and journal were let go
+    assert code == 0 and "of 3 file(s) already done" in err
+    with np.load(emb) as z:
+        assert z["embeddings"].shape[0] == 3
