@@ -465,3 +465,35 @@ def test_an_interrupted_embeddings_run_lets_the_next_one_finish(run, tmp_path, m
     assert code == 0 and "of 3 file(s) already done" in err
     with np.load(emb) as z:
         assert z["embeddings"].shape[0] == 3
+
+
+@requires_fixtures
+def test_tagging_passes_workers_and_progress_to_the_corpus_run(cnn6, labels_csv, tmp_path, monkeypatch, capsys):
+    from panns_infer import corpus
+
+    wav = _wav(tmp_path / "a.wav", seconds=1.0)
+    real, seen = corpus.tag_corpus, []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(corpus, "tag_corpus", spy)
+    common = [wav, "-c", cnn6, "--labels", str(labels_csv), "-k", "1"]
+    assert main([*common, "--workers", "3"]) == 0
+    assert seen[-1]["workers"] == 3
+    progress = seen[-1]["callback"]
+    assert progress.__name__ == "within" and isinstance(progress.__self__, corpus_run.Progress)
+    assert capsys.readouterr().err == ""  # stderr is no terminal here: no progress line
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(corpus_run.Progress, "interval", 0.0)
+    for extra, drawn in (([], True), (["--no-progress"], False)):
+        screen = Terminal()
+        with monkeypatch.context() as mp:
+            mp.setattr("sys.stderr", screen)
+            assert main([*common, *extra, "-o", str(tmp_path / f"t{len(extra)}.jsonl")]) == 0
+        assert ("1/1 files" in screen.getvalue()) is drawn
