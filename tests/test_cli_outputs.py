@@ -438,6 +438,12 @@ def test_an_embeddings_store_of_other_options_needs_overwrite_and_leaves_no_new_
     assert not out.exists()  # the records file this run created is removed with it
     code, _, err = run(wav, "--embeddings", str(emb), "--whole-up-to", "5")
     assert code == 2 and "--overwrite" in err
+    records = tmp_path / "kept.jsonl"
+    assert run(wav, "-o", str(records), "--whole-up-to", "5")[0] == 0
+    before = records.read_bytes()
+    code, _, err = run(wav, "-o", str(records), "--embeddings", str(emb), "--whole-up-to", "5")  # the store differs
+    assert code == 2 and "--overwrite" in err
+    assert records.read_bytes() == before  # an existing records file is never removed
     assert run(wav, "--embeddings", str(emb), "--whole-up-to", "5", "--overwrite")[0] == 0
     with np.load(emb) as z:
         assert json.loads(str(z["header"]))["options"]["whole_up_to"] == 5
@@ -497,3 +503,41 @@ def test_tagging_passes_workers_and_progress_to_the_corpus_run(cnn6, labels_csv,
             mp.setattr("sys.stderr", screen)
             assert main([*common, *extra, "-o", str(tmp_path / f"t{len(extra)}.jsonl")]) == 0
         assert ("1/1 files" in screen.getvalue()) is drawn
+
+
+@requires_fixtures
+def test_events_as_text_and_what_the_detectors_are_given(cnn6, fixture_checkpoint, labels_csv, tmp_path, monkeypatch,
+                                                         capsys):
+    """Text events: the path, then one line per event; a timeline's hop defaults to half the
+    segment; a decision-level run passes the terminal's progress callback to framewise()."""
+    import re
+
+    wav = _wav(tmp_path / "a.wav", seconds=1.0)
+    seen = {}
+    real_timeline, real_framewise = AudioTagger.timeline, AudioTagger.framewise
+
+    def timeline(self, path, **kwargs):
+        seen["timeline"] = kwargs
+        return real_timeline(self, path, **kwargs)
+
+    def framewise(self, path, **kwargs):
+        seen["framewise"] = kwargs
+        return real_framewise(self, path, **kwargs)
+
+    monkeypatch.setattr(AudioTagger, "timeline", timeline)
+    monkeypatch.setattr(AudioTagger, "framewise", framewise)
+    assert main([wav, "-c", cnn6, "--labels", str(labels_csv), "--events", "--segment", "0.6",
+                 "--threshold", "0.05", "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{wav}:" and len(lines) > 1
+    assert all(re.fullmatch(r"  [ \d]{5}\.\d\d [ \d]{5}\.\d\d  [01]\.\d{3}  \S.*", line) for line in lines[1:]), lines
+    assert seen["timeline"]["segment"] == 0.6 and seen["timeline"]["hop"] == 0.3
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    sed = str(fixture_checkpoint("Cnn14_DecisionLevelMax", name="Cnn14_DecisionLevelMax.pth"))
+    monkeypatch.setattr("sys.stderr", Terminal())
+    assert main([wav, "-c", sed, "--labels", str(labels_csv), "--events"]) == 0
+    assert callable(seen["framewise"]["callback"])
