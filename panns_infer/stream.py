@@ -140,13 +140,13 @@ def plan_live(engine: Engine, *, window: float, hop: float) -> LivePlan:
 
 
 class LiveRunBase:
-    """What every live run holds: the engine, labels and plan, the output options, the event
-    tracker, and the updates computed but not yet returned. The windowed :class:`LiveRun` and
-    the exact :class:`~panns_infer.stream_exact.ExactRun` build on it."""
+    """What every live run holds: the engine and labels, the output options, the event tracker,
+    and the updates computed but not yet returned. The windowed :class:`LiveRun` and the exact
+    :class:`~panns_infer.stream_exact.ExactRun` build on it, each with its own plan."""
 
-    def __init__(self, engine: Engine, class_names: Sequence[str], plan: object, *, top_k: int,
-                 events: Optional[dict], offset: float) -> None:
-        self.engine, self.names, self.plan = engine, list(class_names), plan
+    def __init__(self, engine: Engine, class_names: Sequence[str], *, top_k: int, events: Optional[dict],
+                 offset: float) -> None:
+        self.engine, self.names = engine, list(class_names)
         model = engine.model
         self.rate = model.sample_rate
         self.top_k, self.offset = top_k, offset
@@ -175,8 +175,8 @@ class LiveRun(LiveRunBase):
 
     def __init__(self, engine: Engine, class_names: Sequence[str], plan: LivePlan, *, top_k: int = 10,
                  embeddings: bool = False, events: Optional[dict] = None, offset: float = 0.0) -> None:
-        super().__init__(engine, class_names, plan, top_k=top_k, events=events, offset=offset)
-        self.plan: LivePlan = plan
+        super().__init__(engine, class_names, top_k=top_k, events=events, offset=offset)
+        self.plan = plan
         self.outputs = ["clipwise_output"] + (["segmentwise_output"] if self.sed else []) + \
             (["embedding"] if embeddings else [])
         self.frame_hop = self.frontend.frame_seconds

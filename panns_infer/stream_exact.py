@@ -113,8 +113,8 @@ class ExactRun(LiveRunBase):
 
     def __init__(self, engine: Engine, class_names: Sequence[str], plan: ExactLivePlan, *, top_k: int = 10,
                  embeddings: bool = False, events: Optional[dict] = None, offset: float = 0.0) -> None:
-        super().__init__(engine, class_names, plan, top_k=top_k, events=events, offset=offset)
-        self.plan: ExactLivePlan = plan
+        super().__init__(engine, class_names, top_k=top_k, events=events, offset=offset)
+        self.plan = plan
         self.step = plan.chunks.step
         self.clip_outputs = ["clipwise_output"] + (["embedding"] if embeddings else [])
         self._cutter = ChunkCutter(plan.chunks)

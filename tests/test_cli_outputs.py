@@ -25,6 +25,13 @@ from panns_infer.corpus.header import output_lock
 from panns_infer.errors import AudioDecodeError
 
 
+class Terminal(io.StringIO):
+    """A captured stream that says it is a terminal, so progress lines are drawn on it."""
+
+    def isatty(self) -> bool:
+        return True
+
+
 def _wav(path: Path, seconds: float = 0.5, rate: int = 32000, seed: int = 0) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     x = np.random.default_rng(seed).standard_normal(int(seconds * rate)).astype(np.float32) * 0.1
@@ -279,10 +286,6 @@ def test_a_long_file_reports_its_progress(cnn6, labels_csv, tmp_path):
 def test_the_progress_line_never_runs_into_text_results(cnn6, labels_csv, tmp_path, monkeypatch):
     files = [_wav(tmp_path / f"{i}.wav", seed=i) for i in range(3)]
 
-    class Terminal(io.StringIO):
-        def isatty(self) -> bool:
-            return True
-
     screen = Terminal()
     monkeypatch.setattr("sys.stdout", screen)
     monkeypatch.setattr("sys.stderr", screen)
@@ -319,10 +322,6 @@ def test_events_runs_show_progress_on_a_terminal_unless_told_not_to(cnn6, labels
     only on a terminal and never with --no-progress; stdout records name the checkpoint."""
     short = _wav(tmp_path / "short.wav", seconds=1.0)
     long = _wav(tmp_path / "long.wav", seconds=65.0, rate=8000)
-
-    class Terminal(io.StringIO):
-        def isatty(self) -> bool:
-            return True
 
     monkeypatch.setattr(corpus_run.Progress, "interval", 0.0)
     common = ["-c", cnn6, "--labels", str(labels_csv), "--events", "--segment", "2", "--hop", "1"]
@@ -492,10 +491,6 @@ def test_tagging_passes_workers_and_progress_to_the_corpus_run(cnn6, labels_csv,
     assert progress.__name__ == "within" and isinstance(progress.__self__, corpus_run.Progress)
     assert capsys.readouterr().err == ""  # stderr is no terminal here: no progress line
 
-    class Terminal(io.StringIO):
-        def isatty(self) -> bool:
-            return True
-
     monkeypatch.setattr(corpus_run.Progress, "interval", 0.0)
     for extra, drawn in (([], True), (["--no-progress"], False)):
         screen = Terminal()
@@ -532,10 +527,6 @@ def test_events_as_text_and_what_the_detectors_are_given(cnn6, fixture_checkpoin
     assert lines[0] == f"{wav}:" and len(lines) > 1
     assert all(re.fullmatch(r"  [ \d]{5}\.\d\d [ \d]{5}\.\d\d  [01]\.\d{3}  \S.*", line) for line in lines[1:]), lines
     assert seen["timeline"]["segment"] == 0.6 and seen["timeline"]["hop"] == 0.3
-
-    class Terminal(io.StringIO):
-        def isatty(self) -> bool:
-            return True
 
     sed = str(fixture_checkpoint("Cnn14_DecisionLevelMax", name="Cnn14_DecisionLevelMax.pth"))
     monkeypatch.setattr("sys.stderr", Terminal())

@@ -3,12 +3,14 @@ that scripts can tell a failed run."""
 
 from __future__ import annotations
 
+import io
 import sys
 
 import numpy as np
 import pytest
 import soundfile
 
+import panns_infer.cli as cli
 from conftest import requires_fixtures
 from panns_infer.cli import main
 
@@ -65,8 +67,6 @@ def test_a_reader_that_went_away_ends_quietly_with_141(monkeypatch, tmp_path):
     """The broken pipe of ``panns-tag ... | head -1`` (in a real pipe in tests/test_pipes.py):
     status 141, and stdout and stderr now point at the null device, so what is left in their
     buffers cannot fail again."""
-    import panns_infer.cli as cli
-
     out, err = open(tmp_path / "out", "w"), open(tmp_path / "err", "w")
     monkeypatch.setattr(sys, "stdout", out)
     monkeypatch.setattr(sys, "stderr", err)
@@ -84,10 +84,6 @@ def test_a_reader_that_went_away_ends_quietly_with_141(monkeypatch, tmp_path):
 
 
 def test_streams_without_a_file_descriptor_do_not_stop_the_quiet_exit(monkeypatch):
-    import io
-
-    import panns_infer.cli as cli
-
     monkeypatch.setattr(sys, "stdout", io.StringIO())
     monkeypatch.setattr(sys, "stderr", io.StringIO())
     assert cli._reader_gone() == 141
@@ -99,8 +95,6 @@ def test_streams_without_a_file_descriptor_do_not_stop_the_quiet_exit(monkeypatc
      "panns-tag: error: [Errno 13] Permission denied: 'out.jsonl'"),
 ])
 def test_interrupts_and_refused_files_end_with_one_line(monkeypatch, capsys, error, status, message):
-    import panns_infer.cli as cli
-
     def fail(args, parser):
         raise error
 
