@@ -201,3 +201,34 @@ def test_arch_names_are_case_insensitive_like_checkpoint_names(cnn6, labels_csv,
     assert main([wav, "-c", cnn6, "--arch", "cnn6", "--labels", str(labels_csv), "-k", "1"]) == 0
     assert main([wav, "-c", str(tmp_path / "a.wav"), "--labels", str(labels_csv)]) == 2
     assert "WAV audio" in capsys.readouterr().err
+
+
+@requires_fixtures
+def test_a_registry_name_is_the_model_every_output_names(cnn6, labels_csv, tmp_path, capsys, monkeypatch):
+    """``-c Cnn6`` (a cached released file) is named ``Cnn6`` in records and on stdout, not by its
+    file name, which is what a checkpoint given as a path is named by."""
+    import dataclasses
+    import hashlib
+    import shutil
+
+    from panns_infer import hub, registry
+
+    data = open(cnn6, "rb").read()
+    entry = dataclasses.replace(registry.CHECKPOINTS["Cnn6"], checksum="sha256:" + hashlib.sha256(data).hexdigest(),
+                                size=len(data))
+    monkeypatch.setitem(registry.CHECKPOINTS, "Cnn6", entry)
+    cached = hub.checkpoint_path("Cnn6")
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(cnn6, cached)
+    monkeypatch.setenv("PANNS_INFER_OFFLINE", "1")
+    a = _wav(tmp_path / "a.wav")
+    common = ["-c", "Cnn6", "--labels", str(labels_csv), "--no-progress"]
+    assert main([a, "--format", "json", *common]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == "Cnn6"
+    assert main([a, "--events", "--segment", "0.5", "--format", "json", *common]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == "Cnn6"
+    out = tmp_path / "tags.jsonl"
+    assert main([a, "-o", str(out), *common]) == 0
+    lines = out.read_text().splitlines()
+    assert json.loads(lines[0])["model"] == "Cnn6" and json.loads(lines[1])["model"] == "Cnn6"
+    assert cached.name != "Cnn6" and os.path.basename(cnn6) != "Cnn6"

@@ -368,6 +368,47 @@ def test_events_json_on_stdout_has_a_record_for_each_failed_file(cnn6, labels_cs
         ("panns_infer", f"while tagging {path}", AudioDecodeError) for path in bad]
 
 
+class FlushedStream(io.StringIO):
+    """A captured stream that remembers what had been flushed: what a reader on a pipe has seen."""
+
+    flushed = ""
+
+    def flush(self) -> None:
+        super().flush()
+        self.flushed = self.getvalue()
+
+
+@requires_fixtures
+@pytest.mark.parametrize("fmt, first_line", [("tsv", "filename\tonset\toffset\tevent_label"), ("json", None)])
+def test_events_on_stdout_reach_a_reader_before_the_next_file_starts(cnn6, labels_csv, tmp_path, monkeypatch,
+                                                                     fmt, first_line):
+    """The TSV header, and a failed file's JSON record, are flushed before the next file is
+    decoded: a reader of a long run sees each line when it is written."""
+    from panns_infer.cli import events as cli_events
+
+    bad = tmp_path / "bad.wav"
+    bad.write_text("not audio")
+    good = _wav(tmp_path / "good.wav", seconds=1.0)
+    stdout = FlushedStream()
+    seen_at_start = {}
+    one_file = cli_events._one_file
+
+    def watched(tagger, path, *args):
+        seen_at_start[path] = stdout.flushed
+        return one_file(tagger, path, *args)
+
+    monkeypatch.setattr(cli_events, "_one_file", watched)
+    monkeypatch.setattr("sys.stdout", stdout)
+    code = main([str(bad), good, "-c", cnn6, "--labels", str(labels_csv), "--events", "--segment", "0.5",
+                 "--format", fmt, "--no-progress"])
+    assert code == 1
+    if fmt == "tsv":  # a TSV has no line for a failed file; its header comes before any file
+        assert seen_at_start[str(bad)] == first_line + "\n"
+    else:
+        assert seen_at_start[str(bad)] == ""
+        assert json.loads(seen_at_start[good])["path"] == str(bad)
+
+
 @requires_fixtures
 def test_plots_carry_the_log_mel_of_the_file(fixture_checkpoint, labels_csv, tmp_path, monkeypatch):
     from panns_infer.results import Framewise
@@ -381,6 +422,36 @@ def test_plots_carry_the_log_mel_of_the_file(fixture_checkpoint, labels_csv, tmp
     [(path, top_k, logmel)] = seen
     assert (path, top_k) == (str(tmp_path / "a.png"), 4)
     assert logmel is not None and logmel.shape == (101, 64)  # the file's frames (1 s at a 10 ms hop) x mel bins
+
+
+@requires_fixtures
+@pytest.mark.parametrize("frames, drawn", [(60_000, True), (60_001, False)])
+def test_a_plot_carries_the_log_mel_up_to_ten_minutes(fixture_checkpoint, labels_csv, tmp_path, monkeypatch,
+                                                      frames, drawn):
+    """Past 60,000 frames (10 minutes at a 10 ms hop) the plot goes without its log-mel, which
+    would be computed again over the whole file; up to that, with it, cut to the result's frames."""
+    from panns_infer.cli import events as cli_events
+    from panns_infer.results import Framewise
+
+    sed = str(fixture_checkpoint("Cnn14_DecisionLevelMax", name="Cnn14_DecisionLevelMax.pth"))
+    wav = _wav(tmp_path / "a.wav", seconds=1.0)
+    detect = cli_events._detect
+
+    def long_result(*args, **kwargs):
+        result = detect(*args, **kwargs)
+        result.num_frames = frames  # as if the file were this long
+        return result
+
+    computed = []
+    monkeypatch.setattr(cli_events, "_detect", long_result)
+    monkeypatch.setattr(AudioTagger, "log_mel",
+                        lambda self, path: computed.append(path) or np.ones((frames + 5, 64), np.float32))
+    seen = []
+    monkeypatch.setattr(Framewise, "plot", lambda self, path, top_k=10, logmel=None: seen.append(logmel))
+    assert main([wav, "-c", sed, "--labels", str(labels_csv), "--plot", str(tmp_path / "a.png"), "--no-progress"]) == 0
+    assert computed == ([wav] if drawn else [])
+    [logmel] = seen
+    assert (logmel is None) if not drawn else logmel.shape == (frames, 64)
 
 
 @requires_fixtures
@@ -462,12 +533,24 @@ def test_an_interrupted_embeddings_run_lets_the_next_one_finish(run, tmp_path, m
                 raise KeyboardInterrupt
             yield batch
 
+    ends = []  # how the run let go of its store: closed (journal kept) or finalized, once
+
+    def spied(name: str):
+        real_method = getattr(corpus.EmbeddingStore, name)
+
+        def spy(self):
+            ends.append(name)
+            return real_method(self)
+        return spy
+
+    for method in ("close", "finalize"):
+        monkeypatch.setattr(corpus.EmbeddingStore, method, spied(method))
     monkeypatch.setattr(corpus, "tag_corpus", interrupted)
     assert run(*files, "--embeddings", str(emb), "--batch-size", "1")[0] == 130
-    assert not emb.exists()
+    assert not emb.exists() and ends == ["close"]
     monkeypatch.setattr(corpus, "tag_corpus", real)
     code, _, err = run(*files, "--embeddings", str(emb))  # the lock and journal were let go
-    assert code == 0 and "of 3 file(s) already done" in err
+    assert code == 0 and "of 3 file(s) already done" in err and ends == ["close", "finalize"]
     with np.load(emb) as z:
         assert z["embeddings"].shape[0] == 3
 
