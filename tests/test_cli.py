@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import os
 import subprocess
 import sys
+import urllib.parse
 
 import numpy as np
 import pytest
@@ -232,3 +234,38 @@ def test_a_registry_name_is_the_model_every_output_names(cnn6, labels_csv, tmp_p
     lines = out.read_text().splitlines()
     assert json.loads(lines[0])["model"] == "Cnn6" and json.loads(lines[1])["model"] == "Cnn6"
     assert cached.name != "Cnn6" and os.path.basename(cnn6) != "Cnn6"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@requires_fixtures
+@pytest.mark.parametrize("quiet", [False, True])
+def test_downloads_draw_progress_on_a_terminal_unless_no_progress(cnn6, labels_csv, tmp_path, monkeypatch,
+                                                                  loopback_server, quiet):
+    """``--download NAME`` and a registry name given with ``-c`` fetch the released file with a
+    progress bar on a terminal's stderr, and without one under ``--no-progress``."""
+    import dataclasses
+    import hashlib
+    import shutil
+
+    from panns_infer import hub, registry
+
+    data = open(cnn6, "rb").read()
+    entry = dataclasses.replace(registry.CHECKPOINTS["Cnn6"], checksum="sha256:" + hashlib.sha256(data).hexdigest(),
+                                size=len(data))
+    monkeypatch.setitem(registry.CHECKPOINTS, "Cnn6", entry)
+    loopback_server.serve("/" + urllib.parse.quote(entry.filename), data)
+    monkeypatch.setenv("PANNS_INFER_MIRROR", loopback_server.url(""))
+    wav = _wav(tmp_path / "a.wav")
+    flag = ["--no-progress"] if quiet else []
+    for args in (["--download", "Cnn6"], [wav, "-c", "Cnn6", "--labels", str(labels_csv)]):
+        shutil.rmtree(hub.checkpoint_path("Cnn6").parent, ignore_errors=True)
+        stderr = _Terminal()
+        monkeypatch.setattr("sys.stderr", stderr)
+        code = main([*args, *flag])
+        assert code == 0, stderr.getvalue()
+        assert hub.checkpoint_path("Cnn6").read_bytes() == data
+        assert ("100% |####################|" in stderr.getvalue()) is not quiet

@@ -292,7 +292,7 @@ def test_resume_skips_done_files_retries_errors_and_redoes_changed_ones(run, tag
     decoded.clear()
     assert run(str(tmp_path / "c"), "-r", "-o", str(out), "--embeddings", str(emb)) == 1
     assert decoded == [str(bad)]  # only the error is retried
-    assert "6 of 7 file(s) already done" in capsys.readouterr().err
+    assert f"panns-tag: 6 of 7 file(s) already done in {out} and {emb}; 1 to do" in capsys.readouterr().err.splitlines()
 
     decoded.clear()
     _write(bad, 0.7, 32000, seed=9)  # the bad file is fixed
