@@ -113,12 +113,21 @@ def test_fft_only_for_the_standard_kernels(kernel):
 
 def test_methods_refuse_shapes_they_cannot_run():
     conv, bn = torch.nn.Conv2d(4, 4, 5, padding=2, bias=False), torch.nn.BatchNorm2d(4).eval()
-    with pytest.raises(InvalidArgumentError, match="3x3"):
+    with pytest.raises(InvalidArgumentError) as refused:
         FastConv(conv, bn, 16, method="winograd")
-    with pytest.raises(InvalidArgumentError, match="at most 3 bins"):
+    assert str(refused.value) == "winograd needs a 3x3 kernel, not 5x5"
+    with pytest.raises(InvalidArgumentError) as refused:
         FastConv(conv, bn, 16, method="narrow")
-    with pytest.raises(InvalidArgumentError, match="unknown method"):
+    assert str(refused.value) == "narrow needs a map at most 3 bins wide, not 16"
+    with pytest.raises(InvalidArgumentError) as refused:
         FastConv(conv, bn, 16, method="fft")
+    assert str(refused.value) == f"unknown method 'fft'; one of {METHODS}"
+    # the widest map narrow takes, and one bin more
+    small = torch.nn.Conv2d(4, 4, 3, padding=1, bias=False)
+    assert FastConv(small, bn, 2, method="narrow").method == "narrow"
+    with pytest.raises(InvalidArgumentError) as refused:
+        FastConv(small, bn, 3, method="narrow")
+    assert str(refused.value) == "narrow needs a map at most 2 bins wide, not 3"
 
 
 @pytest.mark.parametrize("arch", ["Cnn6", "Cnn14_DecisionLevelMax"])
@@ -217,8 +226,11 @@ def test_release_frees_the_original_blocks_and_the_default_keeps_them():
         optimize(kept)
         optimize(freed, release=True)
         assert torch.equal(kept(x)["clipwise_output"], want)  # still runs, unchanged
-    assert kept.conv_block1.conv1.weight.device.type == "cpu"
-    assert freed.conv_block1.conv1.weight.device.type == "meta"
+    for block in ("conv_block1", "conv_block3"):
+        for layer in ("conv1", "bn1"):  # Cnn6: one 5x5 convolution per block
+            assert getattr(getattr(kept, block), layer).weight.device.type == "cpu"
+            assert getattr(getattr(freed, block), layer).weight.device.type == "meta"
+    assert freed.conv_block1.bn1.running_var.device.type == "meta"  # buffers too
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
