@@ -205,24 +205,29 @@ def test_arch_names_are_case_insensitive_like_checkpoint_names(cnn6, labels_csv,
     assert "WAV audio" in capsys.readouterr().err
 
 
-@requires_fixtures
-def test_a_registry_name_is_the_model_every_output_names(cnn6, labels_csv, tmp_path, capsys, monkeypatch):
-    """``-c Cnn6`` (a cached released file) is named ``Cnn6`` in records and on stdout, not by its
-    file name, which is what a checkpoint given as a path is named by."""
+
+@pytest.fixture
+def released_cnn6(cnn6, monkeypatch, loopback_server) -> bytes:
+    """The fixture Cnn6 pinned in the registry as the released ``Cnn6`` and served by a
+    loopback mirror; returns its bytes."""
     import dataclasses
     import hashlib
-    import shutil
 
-    from panns_infer import hub, registry
+    from panns_infer import registry
 
     data = open(cnn6, "rb").read()
     entry = dataclasses.replace(registry.CHECKPOINTS["Cnn6"], checksum="sha256:" + hashlib.sha256(data).hexdigest(),
                                 size=len(data))
     monkeypatch.setitem(registry.CHECKPOINTS, "Cnn6", entry)
-    cached = hub.checkpoint_path("Cnn6")
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(cnn6, cached)
-    monkeypatch.setenv("PANNS_INFER_OFFLINE", "1")
+    loopback_server.serve("/" + urllib.parse.quote(entry.filename), data)
+    monkeypatch.setenv("PANNS_INFER_MIRROR", loopback_server.url(""))
+    return data
+
+
+@requires_fixtures
+def test_a_registry_name_is_the_model_every_output_names(released_cnn6, cnn6, labels_csv, tmp_path, capsys):
+    """``-c Cnn6`` is named ``Cnn6`` in records and on stdout, not by its file name, which is
+    what a checkpoint given as a path is named by."""
     a = _wav(tmp_path / "a.wav")
     common = ["-c", "Cnn6", "--labels", str(labels_csv), "--no-progress"]
     assert main([a, "--format", "json", *common]) == 0
@@ -233,7 +238,7 @@ def test_a_registry_name_is_the_model_every_output_names(cnn6, labels_csv, tmp_p
     assert main([a, "-o", str(out), *common]) == 0
     lines = out.read_text().splitlines()
     assert json.loads(lines[0])["model"] == "Cnn6" and json.loads(lines[1])["model"] == "Cnn6"
-    assert cached.name != "Cnn6" and os.path.basename(cnn6) != "Cnn6"
+    assert os.path.basename(cnn6) != "Cnn6"
 
 
 class _Terminal(io.StringIO):
@@ -243,22 +248,14 @@ class _Terminal(io.StringIO):
 
 @requires_fixtures
 @pytest.mark.parametrize("quiet", [False, True])
-def test_downloads_draw_progress_on_a_terminal_unless_no_progress(cnn6, labels_csv, tmp_path, monkeypatch,
-                                                                  loopback_server, quiet):
+def test_downloads_draw_progress_on_a_terminal_unless_no_progress(released_cnn6, labels_csv, tmp_path, monkeypatch,
+                                                                  capsys, quiet):
     """``--download NAME`` and a registry name given with ``-c`` fetch the released file with a
     progress bar on a terminal's stderr, and without one under ``--no-progress``."""
-    import dataclasses
-    import hashlib
     import shutil
 
-    from panns_infer import hub, registry
+    from panns_infer import hub
 
-    data = open(cnn6, "rb").read()
-    entry = dataclasses.replace(registry.CHECKPOINTS["Cnn6"], checksum="sha256:" + hashlib.sha256(data).hexdigest(),
-                                size=len(data))
-    monkeypatch.setitem(registry.CHECKPOINTS, "Cnn6", entry)
-    loopback_server.serve("/" + urllib.parse.quote(entry.filename), data)
-    monkeypatch.setenv("PANNS_INFER_MIRROR", loopback_server.url(""))
     wav = _wav(tmp_path / "a.wav")
     flag = ["--no-progress"] if quiet else []
     for args in (["--download", "Cnn6"], [wav, "-c", "Cnn6", "--labels", str(labels_csv)]):
@@ -267,5 +264,37 @@ def test_downloads_draw_progress_on_a_terminal_unless_no_progress(cnn6, labels_c
         monkeypatch.setattr("sys.stderr", stderr)
         code = main([*args, *flag])
         assert code == 0, stderr.getvalue()
-        assert hub.checkpoint_path("Cnn6").read_bytes() == data
+        assert hub.checkpoint_path("Cnn6").read_bytes() == released_cnn6
         assert ("100% |####################|" in stderr.getvalue()) is not quiet
+    assert capsys.readouterr().out.splitlines()[0] == str(hub.checkpoint_path("Cnn6"))  # --download prints it
+
+
+@requires_fixtures
+def test_download_offline_fetches_nothing(released_cnn6, loopback_server, capsys):
+    from panns_infer import hub
+
+    assert main(["--download", "Cnn6", "--offline"]) == 2
+    err = capsys.readouterr().err
+    assert "offline" in err and "Traceback" not in err
+    assert not hub.checkpoint_path("Cnn6").exists()
+    assert main(["--download", "Cnn6"]) == 0 and hub.checkpoint_path("Cnn6").read_bytes() == released_cnn6
+
+
+def test_export_onnx_hands_on_the_checkpoint_path_arch_and_offline(tmp_path, monkeypatch, capsys):
+    """What ``--export-onnx`` gives the exporter, and that it prints the path written (the
+    export itself is tested in tests/test_export.py)."""
+    from panns_infer import export
+
+    calls = []
+
+    def exporter(checkpoint, path, **options):
+        calls.append((checkpoint, path, options))
+        return tmp_path / "written.onnx"
+
+    monkeypatch.setattr(export, "to_onnx", exporter)
+    out = str(tmp_path / "m.onnx")
+    assert main(["--export-onnx", out, "-c", "weights.pth", "--arch", "Cnn10", "--offline"]) == 0
+    assert main(["--export-onnx", out, "-c", "Cnn14"]) == 0
+    assert calls == [("weights.pth", out, {"arch": "Cnn10", "offline": True}),
+                     ("Cnn14", out, {"arch": None, "offline": None})]
+    assert capsys.readouterr().out.splitlines() == [str(tmp_path / "written.onnx")] * 2
