@@ -18,6 +18,7 @@ float32 (the networks run in float32; a warning is logged).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 import pickle
@@ -73,11 +74,12 @@ MIN_TORCH = (2, 6)  # the first release whose weights-only loader takes safe_glo
 def _torch_version(text: str) -> tuple[int, int]:
     """``"2.5.1+cpu"`` -> ``(2, 5)``.
 
-    >>> _torch_version("2.13.0+cpu"), _torch_version("2.6.0a0+git1234")
-    ((2, 13), (2, 6))
+    >>> _torch_version("2.13.0+cpu"), _torch_version("2.6.0a0+git1234"), _torch_version("2.5rc1")
+    ((2, 13), (2, 6), (2, 5))
     """
     major, minor = text.split("+")[0].split(".")[:2]
-    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+    digits = "".join(itertools.takewhile(str.isdigit, minor))  # "5rc1" is minor 5, not 51
+    return int(major), int(digits or 0)
 
 
 def require_torch(version: Optional[str] = None) -> None:
