@@ -47,7 +47,8 @@ WORK = ROOT / "build" / "mutation"
 GROUPS: dict[str, tuple[list[str], list[str], list[str]]] = {
     "checkpoint": (  # checkpoint loading and its unpickling allowlist
         ["panns_infer/checkpoint.py"],
-        ["tests/test_checkpoint.py", "tests/test_hostile.py", "tests/test_filenames.py"],
+        ["tests/test_checkpoint.py", "tests/test_checkpoint_messages.py", "tests/test_hostile.py",
+         "tests/test_filenames.py"],
         ["*"],
     ),
     "cache": (  # download and cache verification
