@@ -298,3 +298,42 @@ def test_export_onnx_hands_on_the_checkpoint_path_arch_and_offline(tmp_path, mon
     assert calls == [("weights.pth", out, {"arch": "Cnn10", "offline": True}),
                      ("Cnn14", out, {"arch": None, "offline": None})]
     assert capsys.readouterr().out.splitlines() == [str(tmp_path / "written.onnx")] * 2
+
+
+def test_no_input_prints_the_usage_and_what_to_give_on_stderr(capsys):
+    assert main([]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("usage: panns-tag ")
+    assert err.endswith("\npanns-tag: error: give at least one FILE (or --list-models / --download / --export-onnx)\n")
+
+
+def test_stream_options_without_a_stream_are_usage_errors(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--raw", "s16le:32000", "a.wav"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        "error: --raw, --max-lag, --idle-timeout and --stream-mode go with --stream SOURCE\n")
+
+
+@requires_fixtures
+def test_standard_input_and_a_stream_are_tagged_live(cnn6, labels_csv, tmp_path, monkeypatch, capsys):
+    """``panns-tag -`` tags one file piped in; ``--stream FILE`` prints a record per hop and a
+    final one for the whole input (the live paths themselves are tested in tests/test_stream.py)."""
+    from panns_infer import AudioTagger
+
+    wav = _wav(tmp_path / "a.wav", seconds=2.0)
+    ref = AudioTagger(cnn6, labels=labels_csv, device="cpu").tag(wav, top_k=3)
+    common = ["-c", cnn6, "--labels", str(labels_csv), "-k", "3"]
+    with open(wav, "rb") as piped:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(piped))
+        assert main(["-", *common, "--format", "json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["source"] == "-" and record["labels"] == ref.labels
+    assert np.allclose(record["scores"], ref.scores, atol=1e-6)
+
+    assert main(["--stream", wav, *common, "--format", "jsonl"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["type"] for r in records] == ["window"] * len(records) and len(records) >= 2
+    assert records[-1]["final"] and (records[-1]["start"], records[-1]["end"]) == (0.0, 2.0)
+    assert records[-1]["labels"] == ref.labels and np.allclose(records[-1]["scores"], ref.scores, atol=1e-6)
