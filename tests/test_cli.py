@@ -337,3 +337,23 @@ def test_standard_input_and_a_stream_are_tagged_live(cnn6, labels_csv, tmp_path,
     assert [r["type"] for r in records] == ["window"] * len(records) and len(records) >= 2
     assert records[-1]["final"] and (records[-1]["start"], records[-1]["end"]) == (0.0, 2.0)
     assert records[-1]["labels"] == ref.labels and np.allclose(records[-1]["scores"], ref.scores, atol=1e-6)
+
+
+@requires_fixtures
+def test_extensions_pick_the_files_of_a_directory(cnn6, labels_csv, tmp_path, capsys):
+    """``--extensions`` is a comma-separated list; blanks around and between its items are
+    ignored, and a list that matches nothing is a usage error."""
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    a, b, c = _wav(folder / "a.wav"), _wav(folder / "b.flac", seed=1), _wav(folder / "c.WAV", seed=2)
+    common = [str(folder), "-c", cnn6, "--labels", str(labels_csv), "--format", "json"]
+
+    def tagged(extensions: str) -> list[str]:
+        assert main([*common, "--extensions", extensions]) == 0
+        return [json.loads(line)["path"] for line in capsys.readouterr().out.splitlines()]
+
+    assert tagged(" flac, ,") == [b]
+    assert tagged("wav,flac") == [a, b, c]
+    assert main(common) == 0 and len(capsys.readouterr().out.splitlines()) == 3
+    assert main([*common, "--extensions", "mp3"]) == 2
+    assert capsys.readouterr().err == f"panns-tag: error: no audio files found in {folder}\n"
