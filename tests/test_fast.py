@@ -69,23 +69,33 @@ def test_every_conv_method_equals_conv_bn_relu(method, packed, monkeypatch):
     elif not conv_methods.PACKED_LINEAR:
         pytest.skip("this torch build has no oneDNN packed linear")
     gen = torch.Generator().manual_seed(3)
-    for cin, cout, height, width in [(1, 8, 9, 6), (6, 16, 7, 5), (16, 24, 10, 8), (8, 8, 5, 2), (8, 8, 6, 1)]:
-        if method == "narrow" and width > 2:
-            continue
-        conv = torch.nn.Conv2d(cin, cout, 3, padding=1, bias=False)
-        bn = _random_bn(torch.nn.Sequential(torch.nn.BatchNorm2d(cout)))[0]
-        with torch.no_grad():
-            conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * 0.3)
-        layer = FastConv(conv, bn, width, method=method)
-        assert layer.method == method
-        for batch in (1, 3):
-            x = torch.randn(batch, cin, height, width, generator=gen)
-            with torch.inference_mode():
-                want = torch.relu(bn(conv(x)))
-                got = layer(x)
-            assert got.shape == want.shape
-            tolerance = 1e-5 * max(1.0, float(want.abs().max()))
-            assert float((got - want).abs().max()) <= tolerance, (cin, cout, height, width)
+    shapes = [(1, 8, 9, 6), (6, 16, 7, 5), (16, 24, 10, 8), (8, 8, 5, 2), (8, 8, 6, 1), (8, 8, 6, 3)]
+    for kernel in (3, 5):  # the 3x3 blocks of most CNNs, the 5x5 blocks of Cnn6
+        for cin, cout, height, width in shapes:
+            if (method == "narrow" and width > kernel // 2 + 1) or (method == "winograd" and kernel != 3):
+                continue
+            _check_conv_method(method, kernel, cin, cout, height, width, gen)
+
+
+def _check_conv_method(method: str, kernel: int, cin: int, cout: int, height: int, width: int,
+                       gen: torch.Generator) -> None:
+    conv = torch.nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False)
+    bn = _random_bn(torch.nn.Sequential(torch.nn.BatchNorm2d(cout)))[0]
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * 0.3)
+    layer = FastConv(conv, bn, width, method=method)
+    assert layer.method == method
+    if method.startswith("onednn"):  # the weights in the layout the method is named for
+        layout = torch.channels_last if method == "onednn_cl" else torch.contiguous_format
+        assert layer.weight.is_contiguous(memory_format=layout)
+    for batch in (1, 3):
+        x = torch.randn(batch, cin, height, width, generator=gen)
+        with torch.inference_mode():
+            want = torch.relu(bn(conv(x)))
+            got = layer(x)
+        assert got.shape == want.shape
+        tolerance = 1e-5 * max(1.0, float(want.abs().max()))
+        assert float((got - want).abs().max()) <= tolerance, (kernel, cin, cout, height, width)
 
 
 def test_spectrogram_is_the_reference_convolution_unless_fft_is_asked_for():
@@ -106,6 +116,20 @@ def test_fft_only_for_the_standard_kernels(kernel):
         getattr(model.spectrogram_extractor.stft, kernel).weight.mul_(0.5)
     fast = optimize(model, spectrogram="fft")
     assert not fast.fft
+    with torch.inference_mode():
+        for key, err in _max_diff(model(x), fast(x)).items():
+            assert err <= TOL, key
+
+
+def test_a_filter_bank_of_zeros_keeps_one_dft_bin():
+    """The reference convolution computes only the STFT bins the mel filter bank uses; a bank
+    that uses none (all zeros) still runs, on one bin, and gives the plain model's output."""
+    model = build_model("Cnn6").eval()
+    with torch.no_grad():
+        model.logmel_extractor.melW.zero_()
+    fast = optimize(model)
+    assert fast.dft.shape[0] == 2 and fast.mel_used.shape[0] == 1  # one real and one imaginary kernel
+    x = torch.randn(2, 40000) * 0.1
     with torch.inference_mode():
         for key, err in _max_diff(model(x), fast(x)).items():
             assert err <= TOL, key
