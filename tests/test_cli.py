@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -357,3 +358,21 @@ def test_extensions_pick_the_files_of_a_directory(cnn6, labels_csv, tmp_path, ca
     assert main(common) == 0 and len(capsys.readouterr().out.splitlines()) == 3
     assert main([*common, "--extensions", "mp3"]) == 2
     assert capsys.readouterr().err == f"panns-tag: error: no audio files found in {folder}\n"
+
+
+@requires_fixtures
+def test_warnings_print_as_panns_tag_lines_and_debug_lowers_the_level(cnn6, labels_csv, tmp_path, monkeypatch,
+                                                                      capsys):
+    """Library warnings reach stderr as ``panns-tag: WARNING: ...``; ``--debug`` shows debug
+    messages too. (pytest gives the root logger handlers, which make ``logging.basicConfig``
+    a no-op: they are removed for this test.)"""
+    wav = _wav(tmp_path / "a.wav")
+    pattern = str(tmp_path / "missing" / "*.wav")
+    for debug, level in ((False, logging.WARNING), (True, logging.DEBUG)):
+        monkeypatch.setattr(logging.root, "handlers", [])
+        monkeypatch.setattr(logging.root, "level", logging.NOTSET)
+        code = main([pattern, wav, "-c", cnn6, "--labels", str(labels_csv), "--format", "json",
+                     *(["--debug"] if debug else [])])
+        assert code == 0 and logging.root.level == level
+        err = capsys.readouterr().err.splitlines()
+        assert f"panns-tag: WARNING: no audio files match {pattern!r}" in err

@@ -18,6 +18,10 @@ Tests marked ``slow`` (the heaviest architectures, hour-long streams) are left o
 that survives runs every selected test that reaches it, and with them one mutant of the
 windows group took minutes. They still run in the default suite.
 
+A run stopped while mutmut collects which tests reach which function ("Running stats") leaves
+that map incomplete, and later runs of the group then find "no tests" for many mutants and
+let others survive that the full selection kills: rerun such a group with ``--fresh``.
+
 Needs mutmut (in the ``test`` extra) and the fixtures folder (``../shared/fixtures`` beside
 the checkout, or ``PANNS_INFER_FIXTURES``). Survivors are written to
 ``build/mutation/GROUP/survivors.txt`` with their diffs; the accepted ones are explained in
