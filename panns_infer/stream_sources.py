@@ -219,6 +219,7 @@ class TailFile(io.RawIOBase):
             raise AudioDecodeError(f"cannot open {self.path!r} to follow it: {exc.strerror}") from None
         self.poll, self.idle_timeout = poll, idle_timeout
         self.stop = threading.Event()
+        self.ended = False  # a read found no new bytes for idle_timeout (or stop was set)
 
     def readable(self) -> bool:
         return True
@@ -229,7 +230,10 @@ class TailFile(io.RawIOBase):
             n = self._f.readinto(buffer)
             if n:
                 return n
-            if self.stop.is_set() or (self.idle_timeout is not None and waited >= self.idle_timeout):
+            # once ended, the end is final: decoders read past it more than once, and each
+            # read waiting idle_timeout again would multiply the stall
+            if self.ended or self.stop.is_set() or (self.idle_timeout is not None and waited >= self.idle_timeout):
+                self.ended = True
                 return 0
             time.sleep(self.poll)
             waited += self.poll

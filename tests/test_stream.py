@@ -19,7 +19,8 @@ from panns_infer.errors import AudioDecodeError, InvalidArgumentError, InvalidAu
 from panns_infer.events import detect_events
 from panns_infer.online_events import EventTracker
 from panns_infer.stream import StreamResampler
-from panns_infer.stream_sources import parse_raw
+from panns_infer import stream_sources
+from panns_infer.stream_sources import TailFile, parse_raw
 
 RATE = 32000
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -252,6 +253,24 @@ def test_a_growing_file_is_followed_until_it_stops_growing(cnn6, wave, tmp_path)
     thread.join()
     pcm16 = np.frombuffer(pcm, dtype=np.int16)
     assert _summary(updates) == _summary(cnn6.stream([pcm16], window=1.0, hop=0.5))
+
+
+def test_a_followed_file_that_stopped_growing_ends_once(tmp_path, monkeypatch):
+    """The first read at the end waits ``idle_timeout`` for more bytes; after it has ended the
+    stream, reads past the end (decoders make several) return at once instead of waiting again,
+    and bytes that arrive later are still read."""
+    sleeps: list[float] = []
+    monkeypatch.setattr(stream_sources.time, "sleep", sleeps.append)
+    path = tmp_path / "finished.raw"
+    path.write_bytes(b"abc")
+    tail = TailFile(path, poll=0.1, idle_timeout=0.5)
+    assert tail.read(10) == b"abc" and not sleeps
+    assert tail.read(10) == b"" and len(sleeps) == 5 and tail.ended
+    assert tail.read(10) == b"" and tail.read(10) == b"" and len(sleeps) == 5
+    with open(path, "ab") as f:
+        f.write(b"de")
+    assert tail.read(10) == b"de"
+    tail.close()
 
 
 @requires_fixtures
