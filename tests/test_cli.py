@@ -356,8 +356,8 @@ def test_extensions_pick_the_files_of_a_directory(cnn6, labels_csv, tmp_path, ca
     assert tagged(" flac, ,") == [b]
     assert tagged("wav,flac") == [a, b, c]
     assert main(common) == 0 and len(capsys.readouterr().out.splitlines()) == 3
-    assert main([*common, "--extensions", "mp3"]) == 2
-    assert capsys.readouterr().err == f"panns-tag: error: no audio files found in {folder}\n"
+    assert main([str(folder), str(tmp_path), *common[1:], "--extensions", "mp3"]) == 2
+    assert capsys.readouterr().err == f"panns-tag: error: no audio files found in {folder} {tmp_path}\n"
 
 
 @requires_fixtures
@@ -376,3 +376,34 @@ def test_warnings_print_as_panns_tag_lines_and_debug_lowers_the_level(cnn6, labe
         assert code == 0 and logging.root.level == level
         err = capsys.readouterr().err.splitlines()
         assert f"panns-tag: WARNING: no audio files match {pattern!r}" in err
+
+
+@requires_fixtures
+def test_the_model_options_reach_the_tagger(cnn6, labels_csv, tmp_path, monkeypatch, capsys):
+    """Each option that shapes the model is handed to AudioTagger as given, for files and for
+    live input; left out, the tagger gets its defaults."""
+    import panns_infer.tagger
+
+    real = panns_infer.tagger.AudioTagger
+    calls: list[dict] = []
+
+    def spy(checkpoint, **options):
+        calls.append({"checkpoint": checkpoint, **options})
+        return real(checkpoint, **options)
+
+    monkeypatch.setattr(panns_infer.tagger, "AudioTagger", spy)
+    wav = _wav(tmp_path / "a.wav", seconds=2.0)
+    given = ["-c", cnn6, "--labels", str(labels_csv), "--arch", "cnn6", "--device", "cpu", "--batch-size", "3",
+             "--offline", "--no-progress"]
+    assert main([wav, *given, "--window", "1", "--whole-up-to", "1.5", "--format", "json"]) == 0
+    assert main([wav, "-c", cnn6, "--labels", str(labels_csv), "--format", "json"]) == 0
+    assert main(["--stream", wav, *given, "--format", "jsonl", "--idle-timeout", "0.5"]) == 0
+    capsys.readouterr()
+    model = {"checkpoint": cnn6, "arch": "cnn6", "device": "cpu", "labels": str(labels_csv), "batch_size": 3,
+             "offline": True, "progress": False}
+    assert calls == [
+        {**model, "window": 1.0, "whole_up_to": 1.5, "optimize": False},
+        {"checkpoint": cnn6, "arch": None, "device": "auto", "labels": str(labels_csv), "batch_size": 8,
+         "offline": None, "progress": None, "window": None, "whole_up_to": 30.0, "optimize": False},
+        model,
+    ]

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES, requires_fixtures
+from panns_infer import stream_sources
 from panns_infer.audio import resample
 from panns_infer.errors import AudioDecodeError, InvalidArgumentError, InvalidAudioError
 from panns_infer.events import detect_events
 from panns_infer.online_events import EventTracker
 from panns_infer.stream import StreamResampler
-from panns_infer import stream_sources
 from panns_infer.stream_sources import TailFile, parse_raw
 
 RATE = 32000
