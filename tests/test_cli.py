@@ -113,8 +113,12 @@ def test_events_as_dcase_tsv_and_plot(sed_ckpt, labels_csv, tmp_path, capsys):
 @requires_fixtures
 def test_events_need_a_sed_checkpoint_or_a_timeline(cnn6, labels_csv, tmp_path, capsys):
     wav = _wav(tmp_path / "a.wav", seconds=3.0)
+    no_sed = ("panns-tag: error: Cnn6 has no framewise output: use a sound event detection checkpoint "
+              "(Cnn14_DecisionLevelMax, Cnn14_DecisionLevelAtt)")
     assert main([wav, "-c", cnn6, "--labels", str(labels_csv), "--events"]) == 2
-    assert "--segment" in capsys.readouterr().err
+    assert capsys.readouterr().err == no_sed + " or add --segment SECONDS for a timeline\n"
+    assert main(["--stream", wav, "-c", cnn6, "--labels", str(labels_csv), "--events"]) == 2
+    assert capsys.readouterr().err == no_sed + "\n"
     assert main([wav, "-c", cnn6, "--labels", str(labels_csv), "--events", "--segment", "1",
                  "--hop", "0.5", "--format", "json", "--threshold", "0.5"]) == 0
     record = json.loads(capsys.readouterr().out)
@@ -407,3 +411,16 @@ def test_the_model_options_reach_the_tagger(cnn6, labels_csv, tmp_path, monkeypa
          "offline": None, "progress": None, "window": None, "whole_up_to": 30.0, "optimize": False},
         model,
     ]
+
+
+@requires_fixtures
+def test_labels_that_cannot_be_read_stop_the_run_before_any_file(cnn6, tmp_path, capsys):
+    """A label list that cannot be had is a setup failure (exit 2, one line), found before the
+    first file is tagged, not a failure of every file."""
+    wav = _wav(tmp_path / "a.wav")
+    bad = tmp_path / "labels.csv"
+    bad.write_text("index,mid,display_name\n0,/m/x,Speech\n")
+    for argv in ([wav, "--format", "json"], ["-", "--format", "json"], ["--stream", wav, "--format", "jsonl"]):
+        assert main([*argv, "-c", cnn6, "--labels", str(bad)]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.startswith("panns-tag: error: ") and err.count("\n") == 1, argv
