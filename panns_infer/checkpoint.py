@@ -22,6 +22,7 @@ import itertools
 import logging
 import os
 import pickle
+import sys
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -491,8 +492,21 @@ def _settle_twins(path: Optional[Path], filename: Optional[str], source: str) ->
                "arch='Cnn14_DecisionLevelMax' (--arch on the command line) to choose and silence this "
                "warning, or keep the architecture's name in the file name.")
     log.warning("%s", message)
-    warnings.warn(message, AmbiguousArchitectureWarning, stacklevel=4)
+    warnings.warn(message, AmbiguousArchitectureWarning, stacklevel=_user_stacklevel())
     return "Cnn14"
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning issued by this function's caller point at the first
+    line outside this package (the user's), however many of the package's frames lie between:
+    ``load_model`` called directly or through ``AudioTagger`` alike."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame = sys._getframe(1)  # the function that warns: stacklevel 1
+    level = 1
+    while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 def verify_checkpoint_file(path: PathLike, *, arch: str) -> None:

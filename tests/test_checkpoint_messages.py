@@ -145,6 +145,9 @@ def test_the_ambiguity_warning_points_at_the_users_line(fixture_checkpoint, labe
     assert tagger.arch == "Cnn14"
     warning = record.pop(AmbiguousArchitectureWarning)
     assert warning.filename == __file__
+    with pytest.warns(AmbiguousArchitectureWarning) as record:
+        load_model(blob)  # called directly: fewer of the package's frames lie between
+    assert record.pop(AmbiguousArchitectureWarning).filename == __file__
 
 
 @requires_fixtures
