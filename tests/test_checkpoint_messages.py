@@ -136,6 +136,8 @@ def test_a_mismatch_lists_three_examples_of_each_kind(cnn6_state):
 
 @requires_fixtures
 def test_the_ambiguity_warning_points_at_the_users_line(fixture_checkpoint, labels_csv, tmp_path):
+    if os.environ.get("MUTANT_UNDER_TEST"):  # set by mutmut, whose trampolines sit between our frames
+        pytest.skip("mutation runs call the package through frames of mutmut's own files")
     from panns_infer import AudioTagger
 
     blob = tmp_path / "weights.pth"  # a name that tells neither twin
