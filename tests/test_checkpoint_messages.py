@@ -183,3 +183,22 @@ def test_rounded_front_end_tensors_are_replaced_by_exact_ones(cnn6_state, tmp_pa
         assert loaded[key].dtype == torch.float32
         assert torch.equal(loaded[key], torch.as_tensor(np.asarray(exact[key]))), key
         assert not torch.equal(loaded[key], cnn6_state[key].half().float()), key  # the file's copy was rounded
+
+
+def test_an_archive_torch_cannot_read_is_named_or_reported_with_torchs_reason(tmp_path):
+    """A zip that is no checkpoint fails inside torch's archive reader (not its unpickler): a
+    NumPy archive is still named, and another zip gets torch's reason."""
+    npz = tmp_path / "weights.npz"
+    np.savez(npz, a=np.zeros(3))
+    with pytest.raises(CheckpointError) as info:
+        load_model(npz)
+    assert str(info.value) == (
+        f"{str(npz)!r} is a NumPy archive, not a PyTorch checkpoint: pass a .pth file saved by torch.save "
+        "(a state dict), a registry name (see panns_infer.list_models()) or an http(s) URL")
+    other = tmp_path / "weights.pth"
+    with zipfile.ZipFile(other, "w") as archive:
+        archive.writestr("notes.txt", "not a checkpoint")
+    with pytest.raises(CheckpointError) as info:
+        load_model(other)
+    assert str(info.value).startswith(f"{str(other)!r} is not a readable PyTorch checkpoint (RuntimeError: ")
+    assert str(info.value).endswith("); it may be truncated or corrupt: download it again")
