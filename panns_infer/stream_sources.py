@@ -201,7 +201,8 @@ def _av_blocks(stream: IO[bytes]) -> Iterator[tuple[int, np.ndarray]]:
 class TailFile(io.RawIOBase):
     """A file that may still be growing, read as a stream: a read that finds no new bytes waits
     (polling every ``poll`` seconds) until some arrive, and ends the stream (returns ``b""``)
-    after ``idle_timeout`` seconds without any (``None``: wait forever).
+    after ``idle_timeout`` seconds without any (``None``: wait forever). Once ended, a read at
+    the end returns ``b""`` at once (bytes that arrive later are still read).
 
     >>> TailFile("missing.raw")
     Traceback (most recent call last):
@@ -230,8 +231,8 @@ class TailFile(io.RawIOBase):
             n = self._f.readinto(buffer)
             if n:
                 return n
-            # once ended, the end is final: decoders read past it more than once, and each
-            # read waiting idle_timeout again would multiply the stall
+            # decoders read past the end more than once: each waiting idle_timeout again
+            # would multiply the stall
             if self.ended or self.stop.is_set() or (self.idle_timeout is not None and waited >= self.idle_timeout):
                 self.ended = True
                 return 0
